@@ -1,0 +1,128 @@
+"""The arithmetic of attention transfer, in two implementations.
+
+Every function takes per-head tensors ``q``, ``k``, ``v`` of shape ``[B, H, N, D]`` (batch, heads,
+tokens, head dim) and a softmax ``scale`` (``D ** -0.5`` for timm's ViTs).
+
+- *eager* functions materialise ``[B, H, N, N]`` attention maps. They are the plain reference
+  path: short, obviously correct, and needed by the map-averaging ablations and analyses.
+- *fused* functions never build an ``N x N`` map; they only call
+  :func:`torch.nn.functional.scaled_dot_product_attention` (SDPA), so memory is ``O(N)`` per head
+  and PyTorch's flash / memory-efficient kernels do the work on GPU.
+
+The identity behind the fused distillation loss (METHOD.md, last section): for one query row i,
+with ``P_t`` the teacher's map and ``P_s`` the student's,
+
+    CE_i = -sum_j P_t[i, j] log P_s[i, j] = LSE_j(s q_i . k_j) - s q_i . (P_t K_s)_i
+
+and ``P_t K_s = SDPA(q_t, k_t, k_s)`` (the student's keys used as values). The log-sum-exp term
+has its own autograd function, :class:`_RowLogSumExp`, whose backward is also built from SDPA.
+Tests check both paths agree to 1e-10 (float64) in losses and all gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Largest number of logits one chunk of the log-sum-exp forward may hold (about 64 MB in fp32).
+_LSE_CHUNK_ELEMENTS = 1 << 24
+
+
+# ---------------------------------------------------------------------------------------------
+# eager reference path
+
+
+def attention_map(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """``softmax(q k^T * scale)`` over keys: ``[B, H, N, N]``."""
+    return torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
+
+
+def attention_log_map(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """``log_softmax(q k^T * scale)`` over keys: ``[B, H, N, N]``."""
+    return torch.log_softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
+
+
+def average_map(attn: Tensor, over: str | None) -> Tensor:
+    """The paper's averaging ablation: replace a map ``[B, H, N, N]`` by its mean.
+
+    ``over`` is ``"examples"`` (batch), ``"queries"`` (query tokens), ``"heads"`` or ``None``.
+    The result broadcasts back to ``[B, H, N, N]`` so it can stand in for the per-example map.
+    """
+    dims = {"examples": 0, "heads": 1, "queries": 2}
+    if over is None:
+        return attn
+    return attn.mean(dim=dims[over], keepdim=True).expand_as(attn)
+
+
+def attention_cross_entropy_eager(
+    t_attn: Tensor, q_s: Tensor, k_s: Tensor, scale_s: float
+) -> Tensor:
+    """Distillation loss of one layer from a materialised teacher map.
+
+    ``mean_{b,h,q} -sum_k t_attn[b,h,q,k] * log_softmax(q_s k_s^T * scale_s)[b,h,q,k]``.
+    """
+    log_p = attention_log_map(q_s, k_s, scale_s)  # [B, H, N, N]
+    return -(t_attn * log_p).sum(dim=-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# fused path
+
+
+def _row_logsumexp(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """``LSE_j(scale * q_i . k_j)`` for every query row: ``[B, H, N]``.
+
+    Computed in query chunks so at most ``_LSE_CHUNK_ELEMENTS`` logits exist at once; low
+    precision inputs are upcast to float32 (the loss is a difference of two large terms).
+    """
+    B, H, N, _ = q.shape
+    compute_dtype = torch.promote_types(q.dtype, torch.float32)
+    q = q.to(compute_dtype)
+    k_t = k.to(compute_dtype).transpose(-2, -1)  # [B, H, D, N]
+    rows = max(1, _LSE_CHUNK_ELEMENTS // max(1, B * H * k.shape[-2]))
+    chunks = [
+        torch.logsumexp((q[:, :, i : i + rows] @ k_t) * scale, dim=-1) for i in range(0, N, rows)
+    ]
+    return torch.cat(chunks, dim=-1)
+
+
+class _RowLogSumExp(torch.autograd.Function):
+    """Autograd for ``LSE_j(s q_i . k_j)`` without an ``N x N`` map in the backward.
+
+    d/dq_i = s g_i (P_s K)_i, and (P_s K) = SDPA(q, k, k);
+    d/dk_j = s sum_i g_i P_s[i, j] q_i, the value-gradient of SDPA(q, k, V) for output-gradient
+    ``s g q``.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(q, k)
+        ctx.scale = scale
+        return _row_logsumexp(q, k, scale)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        q, k = ctx.saved_tensors
+        gs = (grad * ctx.scale).to(q.dtype).unsqueeze(-1)  # [B, H, N, 1]
+        with torch.enable_grad():
+            values = k.detach().requires_grad_(True)
+            pk = F.scaled_dot_product_attention(q.detach(), k.detach(), values, scale=ctx.scale)
+            (grad_k,) = torch.autograd.grad(pk, values, grad_outputs=gs * q)
+        grad_q = gs * pk.detach()
+        return grad_q, grad_k, None
+
+
+def attention_cross_entropy_fused(
+    q_t: Tensor, k_t: Tensor, scale_t: float, q_s: Tensor, k_s: Tensor, scale_s: float
+) -> Tensor:
+    """Same value and gradients as :func:`attention_cross_entropy_eager` with
+    ``t_attn = attention_map(q_t, k_t, scale_t)``, in O(N) memory per head.
+
+    Teacher tensors get no gradient; the student's ``q_s`` and ``k_s`` do.
+    """
+    pt_ks = F.scaled_dot_product_attention(q_t, k_t, k_s, scale=scale_t)  # [B, H, N, D] = P_t K_s
+    lse = _RowLogSumExp.apply(q_s, k_s, scale_s)  # [B, H, N]
+    cross = (q_s * pt_ks).sum(dim=-1).to(lse.dtype) * scale_s  # [B, H, N]
+    return (lse - cross).mean()

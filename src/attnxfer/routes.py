@@ -1,0 +1,325 @@
+"""Attention routes: what a transferred layer does instead of its own attention.
+
+A route takes the place of a timm ``Attention`` module in one block and adopts its submodules
+(``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``gate``, ``proj``, ...) under the same names, so a
+state dict of a routed model has exactly timm's keys. The original module is kept by the
+:class:`~attnxfer.transfer.AttentionTransfer` wrapper and put back on export.
+
+Teacher side: :class:`TeacherTap` computes the teacher's own attention (fused) and records its
+per-head ``q, k, v`` (``[B, H, N, D]``) into the layer's :class:`LayerLink`.
+Student side: one class per kind of transfer, chosen once from the mode name:
+
+==============  ============================================================================
+``CopyMap``     out = softmax(q_t k_t^T s_t) V_s  (Q_s, K_s unused; not even computed when
+                every head is copied)
+``CopyQ``       out = softmax(q_t k_s^T s) V_s
+``CopyK``       out = softmax(q_s k_t^T s) V_s
+``CopyV``       out = softmax(q_s k_s^T s) V_t
+``DistillMap``  own attention; loss = CE(softmax(teacher logits), softmax(student logits))
+``DistillQKV``  own attention; loss = MSE(Q_s, Q_t) (or K, or V)
+==============  ============================================================================
+
+Heads that are not selected compute their own attention and get no loss. Student head ``j``
+is paired with teacher head ``j`` (index pairing); see ``AttentionTransfer`` for the checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Attention
+from torch import Tensor, nn
+
+from . import functional as AF
+from .errors import AttnxferError
+
+#: Attention classes whose layers can be routed. Supporting another family means writing its
+#: ``project`` (how to get per-head q, k, v) and ``finish`` (how heads become the output).
+SUPPORTED_ATTENTION: tuple[type[nn.Module], ...] = (Attention,)
+
+
+@dataclass
+class TeacherQKV:
+    """The teacher's per-head tensors of one layer, each ``[B, H, N, D]``."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    scale: float
+
+
+@dataclass
+class LayerLink:
+    """What one layer passes between teacher and student during one forward pass."""
+
+    teacher: TeacherQKV | None = None
+    loss: Tensor | None = None  # unweighted transfer loss of this layer (scalar)
+
+    def clear(self) -> None:
+        self.teacher = None
+        self.loss = None
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float, dropout_p: float) -> Tensor:
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+
+
+def _eager(q: Tensor, k: Tensor, v: Tensor, scale: float, dropout_p: float) -> Tensor:
+    attn = AF.attention_map(q, k, scale)  # [B, H, N, N]
+    return F.dropout(attn, dropout_p) @ v
+
+
+#: ``mix(q, k, v, scale, dropout_p) -> [B, H, N, Dv]``: attention with the given q, k and v.
+Mix = Callable[[Tensor, Tensor, Tensor, float, float], Tensor]
+MIXES: dict[str, Mix] = {"fused": _sdpa, "eager": _eager}
+
+
+class _Route(nn.Module):
+    """Base class: adopts a timm ``Attention``'s submodules and computes its output."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        if type(attn) not in SUPPORTED_ATTENTION:
+            names = ", ".join(c.__module__ + "." + c.__name__ for c in SUPPORTED_ATTENTION)
+            raise AttnxferError(
+                f"attention class {type(attn).__module__}.{type(attn).__name__} is not "
+                f"supported for transfer (supported: {names})"
+            )
+        self.num_heads: int = attn.num_heads
+        self.head_dim: int = attn.head_dim
+        self.attn_dim: int = attn.attn_dim
+        self.scale: float = attn.scale
+        # Same attribute names as timm's Attention, so state-dict keys do not change.
+        self.qkv = attn.qkv
+        self.q_norm = attn.q_norm
+        self.k_norm = attn.k_norm
+        self.attn_drop = attn.attn_drop
+        self.norm = attn.norm
+        self.gate = attn.gate
+        self.proj = attn.proj
+        self.proj_drop = attn.proj_drop
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-head ``q, k, v``, each ``[B, H, N, D]``, exactly as timm computes them."""
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, N, D]
+        return self.q_norm(q), self.k_norm(k), v
+
+    def project_v(self, x: Tensor) -> Tensor:
+        """Only the values ``[B, H, N, D]``: the Q and K rows of ``qkv`` are skipped."""
+        B, N, _ = x.shape
+        rows = slice(2 * self.attn_dim, 3 * self.attn_dim)
+        bias = None if self.qkv.bias is None else self.qkv.bias[rows]
+        v = F.linear(x, self.qkv.weight[rows], bias)  # [B, N, H*D]
+        return v.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def dropout_p(self) -> float:
+        return self.attn_drop.p if self.training else 0.0
+
+    def finish(self, x: Tensor, out: Tensor) -> Tensor:
+        """Heads ``[B, H, N, D]`` to the block's output ``[B, N, C]`` (timm's tail)."""
+        B, _, N, _ = out.shape
+        out = out.transpose(1, 2).reshape(B, N, self.attn_dim)
+        out = self.norm(out)
+        if self.gate is not None:
+            out = out * self.gate(x).sigmoid()
+        return self.proj_drop(self.proj(out))
+
+    def attend(self, x: Tensor) -> Tensor:
+        """The attention output per head, ``[B, H, N, D]``."""
+        raise NotImplementedError
+
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False
+    ) -> Tensor:
+        if attn_mask is not None or is_causal:
+            raise AttnxferError(
+                "attention masks and causal attention are not supported in transferred layers"
+            )
+        return self.finish(x, self.attend(x))
+
+
+class TeacherTap(_Route):
+    """The teacher's own attention, recording its per-head ``q, k, v`` into ``link``.
+
+    ``link`` is bound by the wrapper before each teacher pass (one teacher may serve several
+    ``AttentionTransfer`` wrappers); an unbound tap records nothing.
+    """
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__(attn)
+        self.link: LayerLink | None = None
+
+    def attend(self, x: Tensor) -> Tensor:
+        q, k, v = self.project(x)
+        if self.link is not None:
+            self.link.teacher = TeacherQKV(q, k, v, self.scale)
+        return _sdpa(q, k, v, self.scale, self.dropout_p())
+
+
+@dataclass(frozen=True)
+class RouteOptions:
+    """How a student route transfers, resolved once by ``AttentionTransfer``."""
+
+    heads: tuple[int, ...]  # student heads that receive transfer (paired with teacher heads)
+    impl: str  # "fused" | "eager"
+    average: str | None = None  # teacher-map averaging ablation (eager only)
+
+
+class StudentRoute(_Route):
+    """A student layer that takes part of its attention from the teacher."""
+
+    def __init__(self, attn: nn.Module, link: LayerLink, options: RouteOptions) -> None:
+        super().__init__(attn)
+        self.link = link
+        self.mix: Mix = MIXES[options.impl]
+        self.average = options.average
+        self.heads = options.heads
+        self.all_heads = options.heads == tuple(range(self.num_heads))
+        self.other_heads = tuple(h for h in range(self.num_heads) if h not in options.heads)
+
+    def teacher(self) -> TeacherQKV:
+        t = self.link.teacher
+        if t is None:
+            raise AttnxferError(
+                "this student layer needs its teacher's attention: call the AttentionTransfer "
+                "wrapper (model(images)), not the student alone"
+            )
+        return t
+
+    def pick(self, t: Tensor) -> Tensor:
+        """The selected heads of a ``[B, H, N, D]`` tensor (paired by index)."""
+        return t if self.all_heads and t.shape[1] == self.num_heads else t[:, list(self.heads)]
+
+    def own(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return self.mix(q, k, v, self.scale, self.dropout_p())
+
+    def merge(self, transferred: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Heads ``[B, H, N, D]``: ``transferred`` for the selected heads, own attention else."""
+        if self.all_heads:
+            return transferred
+        rest = list(self.other_heads)
+        own = self.own(q[:, rest], k[:, rest], v[:, rest])
+        out = own.new_empty(own.shape[0], self.num_heads, *own.shape[2:])
+        out[:, list(self.heads)] = transferred
+        out[:, rest] = own
+        return out
+
+
+class CopyMap(StudentRoute):
+    """Attention copy: the teacher's full map applied to the student's values."""
+
+    def attend(self, x: Tensor) -> Tensor:
+        t = self.teacher()
+        if self.all_heads:
+            v = self.project_v(x)  # the student's Q and K would get no gradient: skip them
+            q = k = v
+        else:
+            q, k, v = self.project(x)
+        q_t, k_t = self.pick(t.q), self.pick(t.k)
+        v_sel = self.pick(v)
+        if self.average is None:
+            out = self.mix(q_t, k_t, v_sel, t.scale, self.dropout_p())
+        else:
+            attn = AF.average_map(AF.attention_map(q_t, k_t, t.scale), self.average)
+            out = F.dropout(attn, self.dropout_p()) @ v_sel
+        return self.merge(out, q, k, v)
+
+
+class CopyQ(StudentRoute):
+    """softmax(Q_teacher K_student^T s) V_student."""
+
+    def attend(self, x: Tensor) -> Tensor:
+        q, k, v = self.project(x)
+        out = self.own(self.pick(self.teacher().q), self.pick(k), self.pick(v))
+        return self.merge(out, q, k, v)
+
+
+class CopyK(StudentRoute):
+    """softmax(Q_student K_teacher^T s) V_student."""
+
+    def attend(self, x: Tensor) -> Tensor:
+        q, k, v = self.project(x)
+        out = self.own(self.pick(q), self.pick(self.teacher().k), self.pick(v))
+        return self.merge(out, q, k, v)
+
+
+class CopyV(StudentRoute):
+    """The student's own map applied to the teacher's values."""
+
+    def attend(self, x: Tensor) -> Tensor:
+        q, k, v = self.project(x)
+        out = self.own(self.pick(q), self.pick(k), self.pick(self.teacher().v))
+        return self.merge(out, q, k, v)
+
+
+class DistillMap(StudentRoute):
+    """Own attention; records CE(teacher map, student map) over the selected heads."""
+
+    def attend(self, x: Tensor) -> Tensor:
+        q, k, v = self.project(x)
+        t = self.link.teacher
+        if t is not None:  # no teacher at inference: only the student is needed
+            self.link.loss = self.loss(t, self.pick(q), self.pick(k))
+        return self.own(q, k, v)
+
+    def loss(self, t: TeacherQKV, q_s: Tensor, k_s: Tensor) -> Tensor:
+        q_t, k_t = self.pick(t.q), self.pick(t.k)
+        if self.mix is _sdpa:
+            return AF.attention_cross_entropy_fused(q_t, k_t, t.scale, q_s, k_s, self.scale)
+        t_attn = AF.average_map(AF.attention_map(q_t, k_t, t.scale), self.average)
+        return AF.attention_cross_entropy_eager(t_attn, q_s, k_s, self.scale)
+
+
+class DistillQKV(StudentRoute):
+    """Own attention; records MSE between the student's and the teacher's Q (or K, or V)."""
+
+    component: str = ""  # set by the subclasses below
+
+    def attend(self, x: Tensor) -> Tensor:
+        q, k, v = self.project(x)
+        t = self.link.teacher
+        if t is not None:
+            mine = {"q": q, "k": k, "v": v}[self.component]
+            self.link.loss = F.mse_loss(self.pick(mine), self.pick(getattr(t, self.component)))
+        return self.own(q, k, v)
+
+
+class DistillQ(DistillQKV):
+    component = "q"
+
+
+class DistillK(DistillQKV):
+    component = "k"
+
+
+class DistillV(DistillQKV):
+    component = "v"
+
+
+class SharedDropPath(nn.Module):
+    """Stochastic depth whose per-sample mask is drawn once and shared by teacher and student.
+
+    The reference implementation draws one drop-path mask per sample, layer and branch and
+    gives the same masks to teacher and student. The wrapper writes ``mask`` (``[B, 1, 1]``,
+    already divided by the keep probability) before each training forward and clears it after.
+    """
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.mask: Tensor | None = None
+
+    def draw(self, batch: int, device: torch.device) -> None:
+        keep = 1.0 - self.drop_prob
+        self.mask = torch.empty(batch, 1, 1, device=device).bernoulli_(keep).div_(keep)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.mask is None else x * self.mask.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}, shared=True"
