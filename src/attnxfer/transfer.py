@@ -170,6 +170,11 @@ class AttentionTransfer(nn.Module):
         self.mode = m = MODES[mode]
         self.student = student
         s_blocks = _blocks(student, "student")
+        if any(isinstance(b.attn, R.StudentRoute) for b in s_blocks):
+            raise AttnxferError(
+                "this student is already part of an AttentionTransfer; build a fresh student "
+                "(build_student) or pass model.plain_student()"
+            )
         transfers = m.route is not None or m.features
         if not transfers:
             for name, value in (
