@@ -147,9 +147,8 @@ def test_distill_at_equal_maps_is_entropy_with_zero_gradient(float64, impl):
     model = AttentionTransfer(teacher, student, mode="distill", impl=impl, weight=2.0)
     out = model.train()(images(2))
     # expected: 2.0 * sum over layers of the teacher maps' entropy
-    entropies = []
+    entropies, x_in = [], {}
     for i, blk in enumerate(teacher.blocks):
-        x_in = {}
         hook = blk.attn.register_forward_hook(lambda m, a, o, i=i: x_in.setdefault(i, a[0]))
         teacher(images(2))
         hook.remove()
