@@ -240,12 +240,14 @@ def load_weights(model: nn.Module, state: dict, source: str) -> None:
     if isinstance(model, VisionTransformer):
         state = checkpoint_filter_fn(state, model)  # resamples pos_embed to the model's grid
     result = model.load_state_dict(state, strict=False)
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
+    problems = [
+        f"{what} keys {keys[:8]}{'...' if len(keys) > 8 else ''}"
+        for what, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+        if keys
+    ]
+    if problems:
         raise AttnxferError(
-            f"the weights in {source} do not fit {type(model).__name__}: "
-            f"missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-            f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}; "
+            f"the weights in {source} do not fit {type(model).__name__}: {', '.join(problems)}; "
             "check the architecture (arch=...) and its arguments"
         )
 
@@ -282,13 +284,14 @@ def build_teacher(
     if isinstance(source, nn.Module):
         if extra:
             raise AttnxferError("model_args / img_size apply to names and files, not to modules")
-        spec_of(source)  # refuse non-ViTs early
+        check_supported(source, "the teacher module")
         return _freeze(source)
     path = Path(source)
     if path.exists() or path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
         state, meta = read_checkpoint(path, checkpoint_key)
         spec, norm = _spec_for_file(path, state, meta, arch, extra)
         model = spec.create()
+        check_supported(model, f"the architecture of {path}")
         load_weights(model, state, str(path))
         if norm:
             model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **norm}
@@ -300,25 +303,49 @@ def _from_timm(name: str, args: dict[str, Any]) -> nn.Module:
     if not name.startswith("hf-hub:"):
         base = name.split(".")[0]
         if not timm.is_model(base):
-            close = timm.list_models(f"*{base.split('_')[1] if '_' in base else base}*")[:5]
             raise AttnxferError(
-                f"unknown teacher {name!r}: not a timm model name nor an existing file "
-                f"(similar timm names: {close}; list them with timm.list_models('vit_*'))"
+                f"unknown teacher {name!r}: not an existing file nor a timm model name "
+                "(list them with timm.list_models('vit_*'))"
             )
+        with torch.device("meta"):  # check the architecture before downloading anything
+            skeleton = timm.create_model(base, pretrained=False, **args)
+        check_supported(skeleton, f"teacher {name!r}")
+        hint = f"arch='{base}'"
+    else:
+        hint = "arch='<its timm architecture>'"
     try:
         model = timm.create_model(name, pretrained=True, **args)
     except Exception as e:  # hub errors come in many types (offline, 404, auth)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise AttnxferError(
-            f"could not load pretrained weights for {name!r} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); when offline, download the weights "
-            "elsewhere and pass the local file: build_teacher('weights.safetensors', "
-            f"arch='{name.split('.')[0]}')"
+            f"could not load pretrained weights for {name!r} ({type(e).__name__}: {reason}); "
+            "when offline, download the weights elsewhere and pass the local file: "
+            f"build_teacher('weights.safetensors', {hint})"
         ) from None
-    arch = (
-        model.pretrained_cfg.get("architecture", name) if not name.startswith("hf-hub:") else None
-    )
-    model.attnxfer_spec = ModelSpec(arch, args) if arch else ModelSpec(None, _infer_vit_args(model))
+    check_supported(model, f"teacher {name!r}")
+    if name.startswith("hf-hub:"):
+        model.attnxfer_spec = ModelSpec(None, _infer_vit_args(model))
+    else:
+        model.attnxfer_spec = ModelSpec(model.pretrained_cfg.get("architecture", base), args)
     return model
+
+
+def check_supported(model: nn.Module, what: str) -> None:
+    """Refuse anything but a timm ViT whose blocks all use a supported attention class."""
+    from .routes import SUPPORTED_ATTENTION
+
+    if not isinstance(model, VisionTransformer):
+        raise AttnxferError(
+            f"{what} is a {type(model).__name__}, not a timm VisionTransformer; attention "
+            "transfer needs a ViT (timm.list_models('vit_*'))"
+        )
+    for blk in model.blocks:
+        attn = getattr(blk, "attn", None)
+        if type(attn) not in SUPPORTED_ATTENTION:
+            raise AttnxferError(
+                f"{what} uses attention class {type(attn).__module__}.{type(attn).__name__}, "
+                "which attnxfer does not support yet (supported: timm.layers.Attention)"
+            )
 
 
 def build_student(
