@@ -121,7 +121,13 @@ def attention_cross_entropy_fused(
     ``t_attn = attention_map(q_t, k_t, scale_t)``, in O(N) memory per head.
 
     Teacher tensors get no gradient; the student's ``q_s`` and ``k_s`` do.
+
+    The student's keys are centred over tokens first: softmax over keys is invariant to adding
+    one vector to every key, so the loss and both maps are unchanged, but the two terms below
+    (each about ``s q . mean(k)``) lose their large common part. That matters in low precision:
+    their difference is what the gradient is made of.
     """
+    k_s = k_s - k_s.mean(dim=-2, keepdim=True)  # [B, H, N, D], same maps, smaller terms
     pt_ks = F.scaled_dot_product_attention(q_t, k_t, k_s, scale=scale_t)  # [B, H, N, D] = P_t K_s
     lse = _RowLogSumExp.apply(q_s, k_s, scale_s)  # [B, H, N]
     cross = (q_s * pt_ks).sum(dim=-1).to(lse.dtype) * scale_s  # [B, H, N]
