@@ -183,9 +183,13 @@ def test_student_is_teachers_architecture_with_fresh_weights(family):
 
 def test_student_of_a_plain_timm_module_infers_its_architecture():
     teacher = timm.create_model(
-        "vit_small_patch14_reg4_dinov2", pretrained=False, img_size=28, depth=2, embed_dim=64,
+        "vit_small_patch14_reg4_dinov2",
+        pretrained=False,
+        img_size=28,
+        depth=2,
+        embed_dim=64,
         num_heads=2,
-    )  # fmt: skip
+    )
     student = build_student(build_teacher(teacher), num_classes=4)
     assert student.num_reg_tokens == 4 and hasattr(student.blocks[0].ls1, "gamma")
     assert student(torch.randn(1, 3, 28, 28)).shape == (1, 4)

@@ -1,0 +1,624 @@
+"""Training and evaluation: ``train(cfg)``, ``train_one_epoch``, ``evaluate``.
+
+One code path for every row of the paper's tables: the mode decides what ``AttentionTransfer``
+does, everything else (data, optimiser, schedule, EMA, AMP, checkpoints, DDP) is shared.
+
+Distributed: launched by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set), the student
+is trained with DDP (NCCL on GPUs, Gloo on CPUs); the frozen teacher's parameters are excluded
+from DDP (nothing of it is broadcast or reduced). Rank 0 logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3, random_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import checkpoint as C
+from .config import Config, dump_config
+from .data import (
+    ResumableSampler,
+    SeededTransform,
+    build_transform,
+    collate,
+    normalisation,
+    raw_dataset,
+)
+from .errors import AttnxferError
+from .models import ModelSpec, build_student, build_teacher, spec_of
+from .transfer import MODES, AttentionTransfer
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# processes and devices
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun; pick the device."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AttnxferError("run.device=cuda but no CUDA device is available; use run.device=cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return Dist(rank, world, dev)
+
+
+def _all_reduce(values: list[float], d: Dist) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    if d.world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None:
+        raise AttnxferError(f"run.amp={amp!r} is unknown: use none, bf16 or fp16")
+    if dtype is torch.float16 and device.type != "cuda":
+        raise AttnxferError("run.amp=fp16 needs a GPU; use run.amp=bf16 on CPU")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def build_model(cfg: Config, num_classes: int) -> tuple[AttentionTransfer, dict | None]:
+    """Teacher (when the mode needs one), student and their ``AttentionTransfer``, and the
+    teacher's pretrained config (its input normalisation), if there is a teacher."""
+    mode = MODES.get(cfg.transfer.mode)
+    if mode is None:
+        raise AttnxferError(f"unknown mode {cfg.transfer.mode!r}: choose one of {', '.join(MODES)}")
+    needs_teacher = mode.teacher_in_training or mode.init_from_teacher
+    if needs_teacher and not cfg.teacher.source:
+        raise AttnxferError(f"mode {mode.name!r} needs teacher.source (a timm name or a file)")
+    s = cfg.student
+    overrides: dict[str, Any] = {**s.model_args, "drop_path_rate": s.drop_path_rate}
+    if s.global_pool is not None:
+        overrides["global_pool"] = s.global_pool
+    teacher = None
+    if cfg.teacher.source:
+        teacher = build_teacher(
+            cfg.teacher.source,
+            arch=cfg.teacher.arch,
+            model_args=cfg.teacher.model_args,
+            img_size=cfg.data.img_size,
+            checkpoint_key=cfg.teacher.checkpoint_key,
+        )
+        student = build_student(teacher, num_classes, arch=s.arch, **overrides)
+    else:
+        if s.arch is None:
+            raise AttnxferError("without a teacher, set student.arch (e.g. vit_tiny_patch16_224)")
+        overrides.setdefault("img_size", cfg.data.img_size)
+        student = ModelSpec(s.arch, {}).create(num_classes=num_classes, **overrides)
+    t = cfg.transfer
+    model = AttentionTransfer(
+        teacher if needs_teacher else None,
+        student,
+        mode=t.mode,
+        layers=t.layers,
+        heads=t.heads,
+        weight=t.weight,
+        impl=t.impl,
+        average=t.average,
+        drop_path=t.drop_path,
+    )
+    return model, getattr(teacher, "pretrained_cfg", None)
+
+
+def build_optimization(
+    cfg: Config, student: nn.Module, effective_batch: int, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, CosineLRScheduler, float]:
+    """AdamW with layer-wise lr decay and no decay on norms/biases/embeddings; per-step
+    warmup then half-cosine to ``min_lr`` (timm's optimiser and scheduler)."""
+    o = cfg.optim
+    lr = o.lr if o.lr is not None else o.blr * effective_batch / 256
+    try:
+        optimizer = create_optimizer_v2(
+            student,
+            opt=o.opt,
+            lr=lr,
+            weight_decay=o.weight_decay,
+            layer_decay=o.layer_decay,
+            betas=tuple(o.betas),
+        )
+    except (ValueError, AssertionError) as e:
+        raise AttnxferError(f"cannot build optimiser optim.opt={o.opt!r}: {e}") from None
+    total = max(1, o.epochs * steps_per_epoch)
+    warmup = min(total - 1, round(o.warmup_epochs * steps_per_epoch))
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=max(1, total - warmup),
+        lr_min=o.min_lr,
+        warmup_t=warmup,
+        warmup_lr_init=0.0,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+    return optimizer, scheduler, lr
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    d: Dist,
+    amp: str = "none",
+    class_subset: list[int] | None = None,
+) -> dict[str, float]:
+    """Top-1, top-5 and cross-entropy over the whole loader (all ranks together).
+
+    ``model(images)`` returns logits or a ``TransferOutput``. ``class_subset``: evaluation
+    labels ``i`` are model class ``class_subset[i]``; logits are restricted to those classes
+    before argmax (ImageNet-A / -R style label spaces).
+    """
+    model.eval()
+    sums = [0.0, 0.0, 0.0, 0.0]  # correct@1, correct@5, loss sum, count
+    subset = None if class_subset is None else torch.tensor(class_subset, device=d.device)
+    for batch in loader:
+        if batch.targets.numel() == 0:
+            continue
+        images, targets = batch.images.to(d.device), batch.targets.to(d.device)
+        with autocast(d.device, amp):
+            out = model(images)
+        logits = getattr(out, "logits", out).float()
+        if subset is not None:
+            logits = logits[:, subset]
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        sums[0] += (top[:, 0] == targets).sum().item()
+        sums[1] += (top == targets[:, None]).any(dim=1).sum().item()
+        sums[2] += F.cross_entropy(logits, targets, reduction="sum").item()
+        sums[3] += targets.numel()
+    c1, c5, loss, n = _all_reduce(sums, d)
+    if n == 0:
+        raise AttnxferError("the evaluation set is empty")
+    return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "loss": loss / n, "count": int(n)}
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class Progress:
+    """Counters that a checkpoint restores."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of ``epoch`` already consumed (whole updates only)
+    step: int = 0  # optimiser updates so far
+    skipped_steps: int = 0  # non-finite steps skipped (run.nonfinite=skip)
+    skipped_images: int = 0  # unreadable images dropped (data.bad_images=skip)
+
+
+class Trainer:
+    """Everything one training run holds; ``fit()`` runs it to the end."""
+
+    def __init__(self, cfg: Config, resume: str | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.output)
+        self.d = setup_distributed(cfg.run.device)
+        ckpt = self._prepare_run_dir(resume)
+        if cfg.run.deterministic:
+            torch.use_deterministic_algorithms(True)
+        random_seed(cfg.run.seed, self.d.rank)  # torch, numpy (timm's Mixup) and random
+
+        train_raw = raw_dataset(cfg.data, cfg.data.train_split)
+        val_raw = raw_dataset(cfg.data, cfg.data.val_split, getattr(train_raw, "classes", None))
+        self.classes = list(getattr(train_raw, "classes", []))
+        model, pretrained_cfg = build_model(cfg, len(self.classes))
+        self.model = model.to(self.d.device)
+        mean, std = normalisation(cfg.data, pretrained_cfg)
+        self.mean, self.std = mean, std
+        self.train_set = SeededTransform(
+            train_raw, build_transform(cfg.data, True, mean, std), cfg.run.seed
+        )
+        self.val_set = SeededTransform(val_raw, build_transform(cfg.data, False, mean, std), 0)
+        self.sampler = ResumableSampler(
+            len(self.train_set), True, cfg.run.seed, self.d.rank, self.d.world
+        )
+        b = cfg.data.batch_size
+        self.train_loader = DataLoader(
+            self.train_set,
+            batch_size=b,
+            sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate,
+            drop_last=True,
+            # its own generator: creating an iterator must not draw from the global RNG,
+            # or a run resumed mid-epoch would diverge (augmentation is seeded per sample)
+            generator=torch.Generator().manual_seed(cfg.run.seed),
+        )
+        val_sampler = ResumableSampler(
+            len(self.val_set), False, 0, self.d.rank, self.d.world, pad=False
+        )
+        self.val_loader = DataLoader(
+            self.val_set,
+            batch_size=b,
+            sampler=val_sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(0),
+        )
+        self.batches_per_epoch = len(self.train_set) // self.d.world // b
+        accum = cfg.optim.accum_steps
+        if accum < 1:
+            raise AttnxferError("optim.accum_steps must be at least 1")
+        self.steps_per_epoch = self.batches_per_epoch // accum
+        if self.steps_per_epoch == 0:
+            raise AttnxferError(
+                f"the training set ({len(self.train_set)} images) is smaller than one update "
+                f"(batch {b} x accum {accum} x {self.d.world} processes): lower data.batch_size"
+            )
+        effective = b * accum * self.d.world
+        student = self.model.student
+        self.optimizer, self.scheduler, self.lr = build_optimization(
+            cfg, student, effective, self.steps_per_epoch
+        )
+        self.ema = ModelEmaV3(student, decay=cfg.run.ema_decay) if cfg.run.ema_decay else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.run.amp == "fp16")
+        mix = cfg.data.mixup > 0 or cfg.data.cutmix > 0
+        self.mixup = (
+            Mixup(
+                mixup_alpha=cfg.data.mixup,
+                cutmix_alpha=cfg.data.cutmix,
+                label_smoothing=cfg.data.smoothing,
+                num_classes=len(self.classes),
+            )
+            if mix
+            else None
+        )
+        if mix:
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif cfg.data.smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(cfg.data.smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+        self.ddp = self._wrap_ddp()
+        self.progress = Progress()
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.metrics_file = self.run_dir / "metrics.jsonl"
+
+    # -- run directory ----------------------------------------------------------------------
+
+    def _prepare_run_dir(self, resume: str | None) -> Path | None:
+        run = self.run_dir
+        if resume is None:
+            if run.exists() and any(run.iterdir()):
+                raise AttnxferError(
+                    f"run directory {run} is not empty; continue it with --resume auto or "
+                    "choose another run.output"
+                )
+            ckpt = None
+        elif resume == "auto":
+            ckpt = C.latest_good(run)
+            if ckpt is None and self.d.main:
+                log.info("no usable checkpoint in %s: starting from the beginning", run)
+        else:
+            ckpt = C.resolve(resume)
+        if self.d.main:
+            run.mkdir(parents=True, exist_ok=True)
+            dump_config(self.cfg, run / "config.yaml")
+        return ckpt
+
+    def _wrap_ddp(self) -> nn.Module:
+        if self.d.world == 1:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if self.model.teacher is not None:
+            frozen = [f"teacher.{n}" for n, _ in self.model.teacher.named_parameters()]
+            frozen += [f"teacher.{n}" for n, _ in self.model.teacher.named_buffers()]
+            DDP._set_params_and_buffers_to_ignore_for_model(self.model, frozen)
+        # copy modes leave the student's q/k norms (qk-norm models) without gradient
+        unused = self.model.mode.teacher_at_inference
+        ids = [self.d.device.index] if self.d.device.type == "cuda" else None
+        return DDP(
+            self.model, device_ids=ids, find_unused_parameters=unused, broadcast_buffers=False
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _meta(self) -> dict[str, Any]:
+        mode = self.model.mode
+        teacher = None
+        if mode.teacher_at_inference:  # copy modes cannot run without their teacher
+            t = self.cfg.teacher
+            teacher = {
+                "source": t.source,
+                "arch": t.arch,
+                "model_args": t.model_args,
+                "checkpoint_key": t.checkpoint_key,
+            }
+        return {
+            "config": self.cfg.to_dict(),
+            "student_spec": spec_of(self.model.student).to_json(),
+            "classes": self.classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "needs_teacher": teacher,
+            "transfer": self.model.describe(),
+            "progress": vars(self.progress),
+        }
+
+    def save(self) -> Path | None:
+        if not self.d.main:
+            return None
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "progress": dict(vars(self.progress)),
+            "rng": C.rng_state(),
+        }
+        ema = self.ema.module.state_dict() if self.ema is not None else None
+        return C.save_checkpoint(
+            self.run_dir,
+            self.progress.step,
+            self.model.student.state_dict(),
+            state,
+            self._meta(),
+            ema=ema,
+            keep=self.cfg.run.keep_checkpoints,
+        )
+
+    def _restore(self, ckpt: Path) -> None:
+        self.model.student.load_state_dict(C.load_weights_file(ckpt), strict=True)
+        state = C.load_state(ckpt)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(C.load_weights_file(ckpt, "ema.safetensors"))
+        self.progress = Progress(**state["progress"])
+        C.set_rng_state(state["rng"])
+        if self.d.rank:  # other ranks continue their own streams, offset as at the start
+            random_seed(self.cfg.run.seed + self.progress.step, self.d.rank)
+        if self.d.main:
+            log.info("resumed from %s (step %d)", ckpt, self.progress.step)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.d.main:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> dict[str, Any]:
+        cfg, p = self.cfg, self.progress
+        if self.d.main:
+            log.info("transfer: %s", self.model.describe())
+            log.info(
+                "lr %.3g (effective batch %d), %d steps per epoch, %d epochs",
+                self.lr,
+                cfg.data.batch_size * cfg.optim.accum_steps * self.d.world,
+                self.steps_per_epoch,
+                cfg.optim.epochs,
+            )
+        start = time.time()
+        results: dict[str, Any] = {}
+        while p.epoch < cfg.optim.epochs:
+            self.train_one_epoch()
+            p.epoch += 1
+            p.batch_in_epoch = 0
+            if p.epoch % cfg.run.eval_every == 0 or p.epoch == cfg.optim.epochs:
+                results = self.evaluate_all()
+                self._log({"epoch": p.epoch, "step": p.step, **results})
+                if self.d.main:
+                    log.info("epoch %d: %s", p.epoch, _fmt(results))
+            self.save()
+        summary = {
+            "epochs": p.epoch,
+            "steps": p.step,
+            "seconds": time.time() - start,
+            "skipped_steps": p.skipped_steps,
+            "skipped_images": p.skipped_images,
+            **results,
+        }
+        if self.d.main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def evaluate_all(self) -> dict[str, float]:
+        out = {
+            f"val_{k}": v
+            for k, v in evaluate(self.model, self.val_loader, self.d, self.cfg.run.amp).items()
+        }
+        if self.ema is not None:
+            with swapped_weights(self.model.student, self.ema.module.state_dict()):
+                ema = evaluate(self.model, self.val_loader, self.d, self.cfg.run.amp)
+            out.update({f"ema_{k}": v for k, v in ema.items()})
+        return out
+
+    def train_one_epoch(self) -> None:
+        cfg, p, d = self.cfg, self.progress, self.d
+        accum = cfg.optim.accum_steps
+        self.model.train()
+        self.train_set.epoch = p.epoch
+        self.sampler.set_epoch(p.epoch, start=p.batch_in_epoch * cfg.data.batch_size)
+        total = self.batches_per_epoch - self.batches_per_epoch % accum
+        bar = tqdm(
+            total=total,
+            initial=p.batch_in_epoch,
+            disable=not d.main,
+            desc=f"epoch {p.epoch + 1}/{cfg.optim.epochs}",
+            dynamic_ncols=True,
+        )
+        with bar:  # closed (its line ended) even when an error stops the epoch
+            self._epoch_loop(bar, total)
+
+    def _epoch_loop(self, bar: tqdm, total: int) -> None:
+        cfg, p, d = self.cfg, self.progress, self.d
+        accum = cfg.optim.accum_steps
+        tick, seen = time.time(), 0
+        batches = iter(self.train_loader)
+        while p.batch_in_epoch < total:
+            losses = self._accumulate(batches, accum)
+            seen += losses.pop("images")
+            p.batch_in_epoch += accum
+            if losses.pop("nonfinite"):
+                continue
+            self._update()
+            if d.main and (p.step % cfg.run.log_every == 0 or p.batch_in_epoch == total):
+                rate = seen / max(time.time() - tick, 1e-9) * d.world
+                lr = max(g["lr"] for g in self.optimizer.param_groups)
+                record = {"epoch": p.epoch, "step": p.step, "lr": lr, "img_per_s": rate, **losses}
+                self._log(record)
+                bar.set_postfix(
+                    loss=f"{losses['loss']:.3f}",
+                    xfer=f"{losses['transfer']:.3f}",
+                    acc=losses.get("acc", "-"),
+                    lr=f"{lr:.2e}",
+                    ips=f"{rate:.0f}",
+                )
+            bar.update(accum)
+            if cfg.run.ckpt_every_steps and p.step % cfg.run.ckpt_every_steps == 0:
+                self.save()
+
+    def _accumulate(self, batches, accum: int) -> dict[str, Any]:
+        """Forward and backward ``accum`` micro-batches; gradients sync on the last one."""
+        cfg, d, p = self.cfg, self.d, self.progress
+        sums = {"loss": 0.0, "task": 0.0, "transfer": 0.0, "correct": 0.0, "images": 0}
+        nonfinite = False
+        for micro in range(accum):
+            batch = next(batches)
+            p.skipped_images += batch.skipped
+            if batch.targets.numel() == 0:
+                continue
+            images, targets = batch.images.to(d.device), batch.targets.to(d.device)
+            hard = targets
+            if self.mixup is not None:
+                if images.shape[0] % 2:  # timm's Mixup needs an even batch
+                    images, targets, hard = images[:-1], targets[:-1], hard[:-1]
+                images, targets = self.mixup(images, targets)
+            sync = micro == accum - 1 or d.world == 1
+            ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
+            with ctx, autocast(d.device, cfg.run.amp):
+                out = self.ddp(images)
+                task = self.criterion(out.logits.float(), targets)
+                loss = task + out.transfer_loss.float()
+            flags = _all_reduce([float(not torch.isfinite(loss))], d)
+            if flags[0]:
+                nonfinite = True
+                self._nonfinite(task, out.transfer_loss)
+                break
+            self.scaler.scale(loss / accum).backward()
+            sums["loss"] += loss.item() / accum
+            sums["task"] += task.item() / accum
+            sums["transfer"] += out.transfer_loss.item() / accum
+            sums["images"] += images.shape[0]
+            if self.mixup is None:
+                sums["correct"] += (out.logits.argmax(-1) == hard).float().sum().item()
+        if nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)
+        result: dict[str, Any] = {k: sums[k] for k in ("loss", "task", "transfer", "images")}
+        if self.mixup is None and sums["images"]:
+            result["acc"] = round(100 * sums["correct"] / sums["images"], 2)
+        result["nonfinite"] = nonfinite
+        return result
+
+    def _nonfinite(self, task: torch.Tensor, transfer: torch.Tensor) -> None:
+        p, cfg = self.progress, self.cfg
+        what = f"task loss {task.item():.4g}, transfer loss {transfer.item():.4g}"
+        if cfg.run.nonfinite == "skip" and p.skipped_steps < cfg.run.max_skipped_steps:
+            p.skipped_steps += 1
+            log.warning(
+                "non-finite loss at step %d (%s): step skipped (%d of at most %d)",
+                p.step,
+                what,
+                p.skipped_steps,
+                cfg.run.max_skipped_steps,
+            )
+            return
+        good = C.latest_good(self.run_dir)
+        raise AttnxferError(
+            f"non-finite loss at step {p.step} ({what}); training stopped. The last good "
+            f"checkpoint is {good or 'none (no checkpoint written yet)'}; lower the learning "
+            "rate or set run.nonfinite=skip"
+        )
+
+    def _update(self) -> None:
+        cfg = self.cfg
+        if cfg.optim.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.student.parameters(), cfg.optim.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.step += 1
+        self.scheduler.step_update(self.progress.step)
+        if self.ema is not None:
+            self.ema.update(self.model.student, step=self.progress.step)
+
+
+@contextlib.contextmanager
+def swapped_weights(module: nn.Module, weights: dict[str, torch.Tensor]):
+    """Temporarily load ``weights`` into ``module`` (evaluate EMA weights through the wrapper)."""
+    saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(weights)
+    try:
+        yield module
+    finally:
+        module.load_state_dict(saved)
+
+
+def _fmt(results: dict[str, float]) -> str:
+    return ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items()
+    )
+
+
+def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
+    """Run training to the end; returns the summary (also written to ``summary.json``)."""
+    trainer = Trainer(cfg, resume)
+    try:
+        return trainer.fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

