@@ -243,7 +243,9 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.output)
         self.d = setup_distributed(cfg.run.device)
-        ckpt = self._prepare_run_dir(resume)
+        ckpt = self._find_checkpoint(resume)  # checks only: nothing is written before the
+        # data and models below have been built, so a bad input leaves no half-made run
+        autocast(self.d.device, cfg.run.amp)  # refuse a bad run.amp before anything is written
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
         random_seed(cfg.run.seed, self.d.rank)  # torch, numpy (timm's Mixup) and random
@@ -323,11 +325,14 @@ class Trainer:
         self.progress = Progress()
         if ckpt is not None:
             self._restore(ckpt)
+        if self.d.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, self.run_dir / "config.yaml")
         self.metrics_file = self.run_dir / "metrics.jsonl"
 
     # -- run directory ----------------------------------------------------------------------
 
-    def _prepare_run_dir(self, resume: str | None) -> Path | None:
+    def _find_checkpoint(self, resume: str | None) -> Path | None:
         run = self.run_dir
         if resume is None:
             if run.exists() and any(run.iterdir()):
@@ -335,17 +340,13 @@ class Trainer:
                     f"run directory {run} is not empty; continue it with --resume auto or "
                     "choose another run.output"
                 )
-            ckpt = None
-        elif resume == "auto":
+            return None
+        if resume == "auto":
             ckpt = C.latest_good(run)
             if ckpt is None and self.d.main:
                 log.info("no usable checkpoint in %s: starting from the beginning", run)
-        else:
-            ckpt = C.resolve(resume)
-        if self.d.main:
-            run.mkdir(parents=True, exist_ok=True)
-            dump_config(self.cfg, run / "config.yaml")
-        return ckpt
+            return ckpt
+        return C.resolve(resume)
 
     def _wrap_ddp(self) -> nn.Module:
         if self.d.world == 1:
@@ -409,7 +410,16 @@ class Trainer:
         )
 
     def _restore(self, ckpt: Path) -> None:
-        self.model.student.load_state_dict(C.load_weights_file(ckpt), strict=True)
+        weights = C.load_weights_file(ckpt)
+        own = {k: v.shape for k, v in self.model.student.state_dict().items()}
+        theirs = {k: v.shape for k, v in weights.items()}
+        if own != theirs:
+            differ = sorted(set(own) ^ set(theirs)) or sorted(k for k in own if own[k] != theirs[k])
+            raise AttnxferError(
+                f"checkpoint {ckpt} is of another architecture than this run's student (differs "
+                f"in {differ[:3]}); resume with the config it was trained with"
+            )
+        self.model.student.load_state_dict(weights)
         state = C.load_state(ckpt)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

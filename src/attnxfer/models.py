@@ -50,6 +50,11 @@ class ModelSpec:
 
     def create(self, **overrides: Any) -> nn.Module:
         args = {**self.args, **overrides}
+        if self.arch is not None and not timm.is_model(self.arch.split(".")[0]):
+            raise AttnxferError(
+                f"unknown architecture {self.arch!r}: not a timm model name "
+                "(list them with timm.list_models('vit_*'))"
+            )
         try:
             if self.arch is None:
                 model = VisionTransformer(**args)
@@ -134,10 +139,9 @@ def _torch_load(path: Path) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for non-checkpoint files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise AttnxferError(
-                f"{path} is not a checkpoint torch can read ({first}); pass a .pth/.bin/.pt "
-                "state dict, an MAE checkpoint or a .safetensors file"
+                f"{path} is not a checkpoint torch can read ({type(e).__name__}); pass a "
+                ".pth/.bin/.pt state dict, an MAE checkpoint or a .safetensors file"
             ) from None
 
 
@@ -308,7 +312,7 @@ def _from_timm(name: str, args: dict[str, Any]) -> nn.Module:
                 "(list them with timm.list_models('vit_*'))"
             )
         with torch.device("meta"):  # check the architecture before downloading anything
-            skeleton = timm.create_model(base, pretrained=False, **args)
+            skeleton = timm.create_model(base, pretrained=False)
         check_supported(skeleton, f"teacher {name!r}")
         hint = f"arch='{base}'"
     else:
