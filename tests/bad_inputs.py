@@ -27,8 +27,11 @@ from attnxfer.cli import main
 TINY = [
     "student.arch=vit_tiny_patch16_224",
     "student.model_args={img_size: 16, patch_size: 4, embed_dim: 32, depth: 2, num_heads: 2}",
-    "data.img_size=16", "optim.epochs=1", "data.batch_size=32", "transfer.mode=scratch",
-]  # fmt: skip
+    "data.img_size=16",
+    "optim.epochs=1",
+    "data.batch_size=32",
+    "transfer.mode=scratch",
+]
 
 
 def _folder(root: Path, classes=("a", "b"), val_classes=None) -> Path:
@@ -81,85 +84,237 @@ class Case:
 
 
 CASES: list[Case] = [
-    Case("data folder does not exist", lambda t: ["train", *TINY, "data.name=imagefolder",
-         f"data.root={t / 'nowhere'}"], "data folder"),
-    Case("data folder has no class sub-folders", lambda t: ["train", *TINY,
-         "data.name=imagefolder", f"data.root={_mkdirs(t / 'e' / 'train', t / 'e')}"],
-         "has no class sub-folders"),
-    Case("class folders differ between train and val", lambda t: ["train", *TINY,
-         "data.name=imagefolder", f"data.root={_folder(t / 'd', val_classes=('a', 'c'))}"],
-         "differ from the training classes"),
-    Case("data folder holds no images", lambda t: ["train", *TINY, "data.name=imagefolder",
-         f"data.root={_mkdirs(t / 'n' / 'train' / 'a', t / 'n')}"],
-         "holds no images"),
-    Case("unknown dataset name", lambda t: ["train", *TINY, "data.name=imagenet22k"],
-         "unknown dataset 'imagenet22k'"),
-    Case("torchvision dataset not downloaded (offline)", lambda t: ["train", *TINY,
-         "data.name=cifar10", f"data.root={t}"], "cifar10 not found under"),
-    Case("unknown student architecture", lambda t: ["train", *TINY,
-         "student.arch=vit_gigantic_patch3"], "unknown architecture 'vit_gigantic_patch3'"),
-    Case("unknown teacher name", lambda t: ["train", *TINY, "transfer.mode=distill",
-         "teacher.source=vit_nonexistent_patch3"], "unknown teacher 'vit_nonexistent_patch3'"),
-    Case("teacher is not a ViT", lambda t: ["train", *TINY, "transfer.mode=distill",
-         "teacher.source=resnet18"], "is a ResNet, not a timm VisionTransformer"),
-    Case("teacher file is not a checkpoint", lambda t: ["train", *TINY, "transfer.mode=distill",
-         f"teacher.source={_text(t / 'x.pth', 'hello')}",
-         "teacher.arch=vit_tiny_patch16_224"], "is not a checkpoint torch can read"),
-    Case("teacher file without architecture", lambda t: ["train", *TINY,
-         "transfer.mode=distill",
-         f"teacher.source={_state_dict_file(t / 'w.pth')}"],
-         "cannot tell the architecture"),
-    Case("teacher checkpoint keys do not fit its architecture", lambda t: ["train", *TINY,
-         "transfer.mode=distill", f"teacher.source={_teacher(t)}",
-         "teacher.model_args={depth: 3}"], "missing keys"),
-    Case("mode needs a teacher but none given", lambda t: ["train", *TINY,
-         "transfer.mode=copy"], "needs teacher.source"),
-    Case("unknown transfer mode", lambda t: ["train", *TINY, "transfer.mode=copy_all"],
-         "unknown mode 'copy_all'"),
-    Case("layer index out of range", lambda t: ["train", *TINY, "transfer.mode=distill",
-         f"teacher.source={_teacher(t)}", "transfer.layers=5"], "layer index 5 is out of range"),
-    Case("head index out of range", lambda t: ["train", *TINY, "transfer.mode=distill",
-         f"teacher.source={_teacher(t)}", "transfer.heads=[3]"], "head index 3 is out of range"),
-    Case("option that has no effect in the mode", lambda t: ["train", *TINY,
-         "transfer.mode=scratch", "transfer.layers=all"], "has no effect in mode 'scratch'"),
-    Case("config file does not exist", lambda t: ["train", "-c", str(t / "missing.yaml")],
-         "does not exist"),
-    Case("config file is not valid YAML", lambda t: ["train", "-c",
-         str(_text(t / "b.yaml", "optim: {epochs: 3\n"))],
-         "is not valid YAML"),
-    Case("unknown config key", lambda t: ["train", *TINY, "optim.epoch=3"],
-         "unknown config key optim.epoch"),
-    Case("unknown config section", lambda t: ["train", *TINY, "optimizer.lr=3"],
-         "unknown config key optimizer"),
-    Case("mistyped config value", lambda t: ["train", *TINY, "optim.epochs=ten"],
-         "optim.epochs must be an integer"),
-    Case("override without '='", lambda t: ["train", *TINY, "optim.epochs"],
-         "is not of the form section.key=value"),
-    Case("fp16 autocast on CPU", lambda t: ["train", *TINY, "run.amp=fp16",
-         f"run.output={t / 'r'}"], "needs a GPU"),
-    Case("batch larger than the training set", lambda t: ["train", *TINY,
-         "data.batch_size=5000", f"run.output={t / 'r'}"], "smaller than one update"),
-    Case("new run in a non-empty run directory", lambda t: ["train", *TINY,
-         f"run.output={_non_empty(t / 'r')}"],
-         "is not empty"),
-    Case("resume from a path that is not a checkpoint", lambda t: ["train", *TINY,
-         "--resume", str(t)], "is neither a run directory nor a checkpoint"),
-    Case("resume from a checkpoint of another architecture", lambda t: ["train", *TINY,
-         "transfer.mode=scratch", f"run.output={t / 'r'}", "--resume", str(_other_arch_run(t))],
-         "is of another architecture"),
+    Case(
+        "data folder does not exist",
+        lambda t: ["train", *TINY, "data.name=imagefolder", f"data.root={t / 'nowhere'}"],
+        "data folder",
+    ),
+    Case(
+        "data folder has no class sub-folders",
+        lambda t: [
+            "train",
+            *TINY,
+            "data.name=imagefolder",
+            f"data.root={_mkdirs(t / 'e' / 'train', t / 'e')}",
+        ],
+        "has no class sub-folders",
+    ),
+    Case(
+        "class folders differ between train and val",
+        lambda t: [
+            "train",
+            *TINY,
+            "data.name=imagefolder",
+            f"data.root={_folder(t / 'd', val_classes=('a', 'c'))}",
+        ],
+        "differ from the training classes",
+    ),
+    Case(
+        "data folder holds no images",
+        lambda t: [
+            "train",
+            *TINY,
+            "data.name=imagefolder",
+            f"data.root={_mkdirs(t / 'n' / 'train' / 'a', t / 'n')}",
+        ],
+        "holds no images",
+    ),
+    Case(
+        "unknown dataset name",
+        lambda t: ["train", *TINY, "data.name=imagenet22k"],
+        "unknown dataset 'imagenet22k'",
+    ),
+    Case(
+        "torchvision dataset not downloaded (offline)",
+        lambda t: ["train", *TINY, "data.name=cifar10", f"data.root={t}"],
+        "cifar10 not found under",
+    ),
+    Case(
+        "unknown student architecture",
+        lambda t: ["train", *TINY, "student.arch=vit_gigantic_patch3"],
+        "unknown architecture 'vit_gigantic_patch3'",
+    ),
+    Case(
+        "unknown teacher name",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=distill",
+            "teacher.source=vit_nonexistent_patch3",
+        ],
+        "unknown teacher 'vit_nonexistent_patch3'",
+    ),
+    Case(
+        "teacher is not a ViT",
+        lambda t: ["train", *TINY, "transfer.mode=distill", "teacher.source=resnet18"],
+        "is a ResNet, not a timm VisionTransformer",
+    ),
+    Case(
+        "teacher file is not a checkpoint",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=distill",
+            f"teacher.source={_text(t / 'x.pth', 'hello')}",
+            "teacher.arch=vit_tiny_patch16_224",
+        ],
+        "is not a checkpoint torch can read",
+    ),
+    Case(
+        "teacher file without architecture",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=distill",
+            f"teacher.source={_state_dict_file(t / 'w.pth')}",
+        ],
+        "cannot tell the architecture",
+    ),
+    Case(
+        "teacher checkpoint keys do not fit its architecture",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=distill",
+            f"teacher.source={_teacher(t)}",
+            "teacher.model_args={depth: 3}",
+        ],
+        "missing keys",
+    ),
+    Case(
+        "mode needs a teacher but none given",
+        lambda t: ["train", *TINY, "transfer.mode=copy"],
+        "needs teacher.source",
+    ),
+    Case(
+        "unknown transfer mode",
+        lambda t: ["train", *TINY, "transfer.mode=copy_all"],
+        "unknown mode 'copy_all'",
+    ),
+    Case(
+        "layer index out of range",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=distill",
+            f"teacher.source={_teacher(t)}",
+            "transfer.layers=5",
+        ],
+        "layer index 5 is out of range",
+    ),
+    Case(
+        "head index out of range",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=distill",
+            f"teacher.source={_teacher(t)}",
+            "transfer.heads=[3]",
+        ],
+        "head index 3 is out of range",
+    ),
+    Case(
+        "option that has no effect in the mode",
+        lambda t: ["train", *TINY, "transfer.mode=scratch", "transfer.layers=all"],
+        "has no effect in mode 'scratch'",
+    ),
+    Case(
+        "config file does not exist",
+        lambda t: ["train", "-c", str(t / "missing.yaml")],
+        "does not exist",
+    ),
+    Case(
+        "config file is not valid YAML",
+        lambda t: ["train", "-c", str(_text(t / "b.yaml", "optim: {epochs: 3\n"))],
+        "is not valid YAML",
+    ),
+    Case(
+        "unknown config key",
+        lambda t: ["train", *TINY, "optim.epoch=3"],
+        "unknown config key optim.epoch",
+    ),
+    Case(
+        "unknown config section",
+        lambda t: ["train", *TINY, "optimizer.lr=3"],
+        "unknown config key optimizer",
+    ),
+    Case(
+        "mistyped config value",
+        lambda t: ["train", *TINY, "optim.epochs=ten"],
+        "optim.epochs must be an integer",
+    ),
+    Case(
+        "override without '='",
+        lambda t: ["train", *TINY, "optim.epochs"],
+        "is not of the form section.key=value",
+    ),
+    Case(
+        "fp16 autocast on CPU",
+        lambda t: ["train", *TINY, "run.amp=fp16", f"run.output={t / 'r'}"],
+        "needs a GPU",
+    ),
+    Case(
+        "batch larger than the training set",
+        lambda t: ["train", *TINY, "data.batch_size=5000", f"run.output={t / 'r'}"],
+        "smaller than one update",
+    ),
+    Case(
+        "new run in a non-empty run directory",
+        lambda t: ["train", *TINY, f"run.output={_non_empty(t / 'r')}"],
+        "is not empty",
+    ),
+    Case(
+        "resume from a path that is not a checkpoint",
+        lambda t: ["train", *TINY, "--resume", str(t)],
+        "is neither a run directory nor a checkpoint",
+    ),
+    Case(
+        "resume from a checkpoint of another architecture",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=scratch",
+            f"run.output={t / 'r'}",
+            "--resume",
+            str(_other_arch_run(t)),
+        ],
+        "is of another architecture",
+    ),
     Case("export of a copy-mode student", None, "cannot run without its teacher"),
-    Case("eval of a folder that is not a run", lambda t: ["eval", str(t)],
-         "is neither a run directory nor a checkpoint"),
-    Case("ensemble of one model", lambda t: ["eval", str(_other_arch_run(t)), "--ensemble"],
-         "--ensemble needs at least two models"),
-    Case("non-finite loss", lambda t: ["train", *TINY, "optim.lr=1e30",
-         "optim.warmup_epochs=0", f"run.output={t / 'r'}"], "non-finite loss at step"),
-]  # fmt: skip
+    Case(
+        "eval of a folder that is not a run",
+        lambda t: ["eval", str(t)],
+        "is neither a run directory nor a checkpoint",
+    ),
+    Case(
+        "ensemble of one model",
+        lambda t: ["eval", str(_other_arch_run(t)), "--ensemble"],
+        "--ensemble needs at least two models",
+    ),
+    Case(
+        "non-finite loss",
+        lambda t: [
+            "train",
+            *TINY,
+            "optim.lr=1e30",
+            "optim.warmup_epochs=0",
+            f"run.output={t / 'r'}",
+        ],
+        "non-finite loss at step",
+    ),
+]
 
 
 def _copy_export(t: Path) -> list[str]:
-    main(["train", *TINY, "transfer.mode=copy", f"teacher.source={_teacher(t)}",
-          f"run.output={t / 'c'}"])  # fmt: skip
+    main(
+        [
+            "train",
+            *TINY,
+            "transfer.mode=copy",
+            f"teacher.source={_teacher(t)}",
+            f"run.output={t / 'c'}",
+        ]
+    )
     return ["export", str(t / "c"), str(t / "out")]
 
 

@@ -73,6 +73,8 @@ def test_small_run_end_to_end(tmp_path, teacher_file):
     assert "ema_top1" in summary
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["transfer"] > 0 and "img_per_s" in lines[0]
+    pytest.importorskip("tensorboard", reason="TensorBoard logging is optional")
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     (ckpt,) = list_checkpoints(out)
     meta = json.loads((ckpt / "meta.json").read_text())
     assert meta["needs_teacher"] is None and "mode=distill" in meta["transfer"]
@@ -381,3 +383,54 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys):
     )
     assert code == 0
     assert json.loads((tmp_path / "skip" / "summary.json").read_text())["skipped_steps"] > 0
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    from attnxfer.config import Config
+
+    for section, fields in Config().to_dict().items():
+        assert f"{section}:" in text
+        for name in fields:
+            assert name in text, name
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "train" in capsys.readouterr().out
+
+
+def test_bf16_autocast_on_cpu(tmp_path, teacher_file):
+    assert (
+        cli(
+            "train",
+            *TINY_STUDENT,
+            f"teacher.source={teacher_file}",
+            "transfer.mode=distill",
+            "run.amp=bf16",
+            f"run.output={tmp_path / 'r'}",
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["skipped_steps"] == 0 and all(
+        x["transfer"] > 0 for x in lines if "transfer" in x
+    )
+
+
+def test_gradient_accumulation_equals_bigger_batch(tmp_path):
+    """batch 16 x 2 accumulation steps == batch 32 (SGD, so no optimiser amplification)."""
+    common = [*TINY_STUDENT, "transfer.mode=scratch", "optim.opt=sgd", "optim.lr=0.05"]
+    cli("train", *common, "data.batch_size=32", f"run.output={tmp_path / 'big'}")
+    cli(
+        "train",
+        *common,
+        "data.batch_size=16",
+        "optim.accum_steps=2",
+        f"run.output={tmp_path / 'acc'}",
+    )
+    a, b = _final_weights(tmp_path / "big"), _final_weights(tmp_path / "acc")
+    worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item() for k in a)
+    assert worst < 1e-5, worst

@@ -10,27 +10,41 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from .errors import AttnxferError
 
-EPILOG_TRAIN = """\
-configuration: YAML files (-c, later ones win) plus section.key=value overrides, e.g.
-  attnxfer train -c configs/digits_distill.yaml optim.epochs=5 transfer.layers=last:2
-sections and keys (see src/attnxfer/config.py for every default):
-  teacher:  source arch model_args checkpoint_key
-  student:  arch model_args drop_path_rate global_pool
-  transfer: mode layers heads weight impl average drop_path
-  data:     name root download img_size batch_size num_workers auto_augment reprob scale hflip
-            mixup cutmix smoothing mean std bad_images
-  optim:    opt epochs blr lr min_lr warmup_epochs weight_decay layer_decay betas clip_grad
-            accum_steps
-  run:      output seed device amp ema_decay eval_every ckpt_every_steps keep_checkpoints
-            deterministic nonfinite max_skipped_steps log_every
-modes: scratch finetune copy copy_q copy_k copy_v distill distill_q distill_k distill_v
-       feature_distill
-many processes: torchrun --nproc_per_node N -m attnxfer train ... (same arguments)
-"""
+
+def _train_epilog() -> str:
+    """The config keys, read off the dataclasses so the help can never fall out of date."""
+    from .config import Config
+    from .transfer import MODES
+
+    lines = [
+        "configuration: YAML files (-c, later ones win) plus section.key=value overrides, e.g.",
+        "  attnxfer train -c configs/small/digits_distill.yaml optim.epochs=5 "
+        "transfer.layers=last:2",
+        "sections and keys (defaults and meaning: src/attnxfer/config.py):",
+    ]
+    for section, fields in Config().to_dict().items():
+        lines.append(
+            textwrap.fill(
+                " ".join(fields),
+                width=96,
+                initial_indent=f"  {section + ':':10}",
+                subsequent_indent=" " * 12,
+            )
+        )
+    lines.append(
+        textwrap.fill(
+            " ".join(MODES), width=96, initial_indent="modes: ", subsequent_indent=" " * 7
+        )
+    )
+    lines.append(
+        "many processes: torchrun --nproc_per_node N -m attnxfer train ... (same arguments)"
+    )
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train a student (any mode)",
-        epilog=EPILOG_TRAIN,
+        epilog=_train_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument(

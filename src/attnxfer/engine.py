@@ -329,6 +329,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, self.run_dir / "config.yaml")
         self.metrics_file = self.run_dir / "metrics.jsonl"
+        self.tensorboard = (
+            _tensorboard_writer(self.run_dir / "tensorboard") if self.d.main else None
+        )
 
     # -- run directory ----------------------------------------------------------------------
 
@@ -436,9 +439,15 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.d.main:
-            with open(self.metrics_file, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if not self.d.main:
+            return
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key not in ("epoch", "step"):
+                    self.tensorboard.add_scalar(key, value, record["step"])
+            self.tensorboard.flush()
 
     def fit(self) -> dict[str, Any]:
         cfg, p = self.cfg, self.progress
@@ -605,6 +614,15 @@ class Trainer:
         self.scheduler.step_update(self.progress.step)
         if self.ema is not None:
             self.ema.update(self.model.student, step=self.progress.step)
+
+
+def _tensorboard_writer(folder: Path) -> Any:
+    """A TensorBoard writer when the ``tensorboard`` package is installed, else ``None``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
 
 
 @contextlib.contextmanager
