@@ -257,48 +257,63 @@ class CopyV(StudentRoute):
         return self.merge(out, q, k, v)
 
 
+def _fused_map_loss(t: TeacherQKV, q_s: Tensor, k_s: Tensor, scale: float, average: None) -> Tensor:
+    return AF.attention_cross_entropy_fused(t.q, t.k, t.scale, q_s, k_s, scale)
+
+
+def _eager_map_loss(
+    t: TeacherQKV, q_s: Tensor, k_s: Tensor, scale: float, average: str | None
+) -> Tensor:
+    t_attn = AF.average_map(AF.attention_map(t.q, t.k, t.scale), average)  # [B, H, N, N]
+    return AF.attention_cross_entropy_eager(t_attn, q_s, k_s, scale)
+
+
+#: ``loss(teacher heads, q_s, k_s, student scale, average) -> scalar``, by implementation.
+MAP_LOSSES = {"fused": _fused_map_loss, "eager": _eager_map_loss}
+
+
 class DistillMap(StudentRoute):
     """Own attention; records CE(teacher map, student map) over the selected heads."""
+
+    def __init__(self, attn: nn.Module, link: LayerLink, options: RouteOptions) -> None:
+        super().__init__(attn, link, options)
+        self.map_loss = MAP_LOSSES[options.impl]
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
         t = self.link.teacher
         if t is not None:  # no teacher at inference: only the student is needed
-            self.link.loss = self.loss(t, self.pick(q), self.pick(k))
+            heads = TeacherQKV(self.pick(t.q), self.pick(t.k), t.v, t.scale)
+            self.link.loss = self.map_loss(
+                heads, self.pick(q), self.pick(k), self.scale, self.average
+            )
         return self.own(q, k, v)
-
-    def loss(self, t: TeacherQKV, q_s: Tensor, k_s: Tensor) -> Tensor:
-        q_t, k_t = self.pick(t.q), self.pick(t.k)
-        if self.mix is _sdpa:
-            return AF.attention_cross_entropy_fused(q_t, k_t, t.scale, q_s, k_s, self.scale)
-        t_attn = AF.average_map(AF.attention_map(q_t, k_t, t.scale), self.average)
-        return AF.attention_cross_entropy_eager(t_attn, q_s, k_s, self.scale)
 
 
 class DistillQKV(StudentRoute):
     """Own attention; records MSE between the student's and the teacher's Q (or K, or V)."""
 
-    component: str = ""  # set by the subclasses below
+    index: int = -1  # 0: Q, 1: K, 2: V (set by the subclasses below)
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
         t = self.link.teacher
         if t is not None:
-            mine = {"q": q, "k": k, "v": v}[self.component]
-            self.link.loss = F.mse_loss(self.pick(mine), self.pick(getattr(t, self.component)))
+            mine, theirs = (q, k, v)[self.index], (t.q, t.k, t.v)[self.index]
+            self.link.loss = F.mse_loss(self.pick(mine), self.pick(theirs))
         return self.own(q, k, v)
 
 
 class DistillQ(DistillQKV):
-    component = "q"
+    index = 0
 
 
 class DistillK(DistillQKV):
-    component = "k"
+    index = 1
 
 
 class DistillV(DistillQKV):
-    component = "v"
+    index = 2
 
 
 class SharedDropPath(nn.Module):
