@@ -123,7 +123,29 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("model", metavar="RUN_OR_CHECKPOINT")
     x.add_argument("out", metavar="OUT_DIR", help="new folder for model.safetensors + model.json")
     x.add_argument("--weights", choices=["raw", "ema"], default="raw")
+    m = sub.add_parser(
+        "demo",
+        help="teacher + scratch/copy/distill students on small data, "
+        "a table and an attention figure (minutes on a CPU)",
+    )
+    m.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (offline, default), an ImageFolder folder (train/, val/), or "
+        "NAME:ROOT of a torchvision set, e.g. cifar10:/data/cifar10",
+    )
+    m.add_argument("--out", help="new folder for the runs (default runs/demo-N)")
+    m.add_argument("--teacher-epochs", type=int, default=20)
+    m.add_argument("--student-epochs", type=int, default=8)
+    m.add_argument("--seed", type=int, default=0)
     return p
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.data, args.out, args.teacher_epochs, args.student_epochs, args.seed)
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -233,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
-    handlers = {"train": _train, "eval": _eval, "export": _export}
+    handlers = {"train": _train, "eval": _eval, "export": _export, "demo": _demo}
     try:
         return handlers[args.command](args)
     except AttnxferError as e:
