@@ -1,0 +1,143 @@
+"""Cost of one training step of each mode, as a ratio to fine-tuning the same student.
+
+Each configuration (mode x implementation) runs in its own process, one after another in the
+same invocation, and reports the median time of a training step (forward, backward, AdamW step)
+and its peak memory: ``torch.cuda.max_memory_allocated`` on GPU, peak resident set size on CPU
+(``ru_maxrss``; it includes the process's baseline, so ``extra_mb`` over fine-tuning is printed
+too). Teacher and student are randomly initialised: cost does not depend on the weights.
+
+    python benchmarks/step_cost.py --model vit_small_patch16_224 --batch 8 --device cpu
+    python benchmarks/step_cost.py --model vit_large_patch16_224 --batch 16 --dtype bf16 \
+        --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = [
+    ("finetune", None),
+    ("scratch", None),
+    ("copy", "fused"),
+    ("copy", "eager"),
+    ("distill", "fused"),
+    ("distill", "eager"),
+    ("feature_distill", None),
+]
+
+
+def worker(args: argparse.Namespace) -> dict:
+    import timm
+    import torch
+
+    from attnxfer import AttentionTransfer, build_student, build_teacher
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    kwargs = {"img_size": args.img_size}
+    teacher = build_teacher(timm.create_model(args.model, **kwargs)).to(device)
+    student = build_student(teacher, num_classes=1000).to(device)
+    mode, impl = args.worker.split(":")
+    extra = {"impl": impl} if impl != "None" else {}
+    model = AttentionTransfer(teacher if mode != "scratch" else None, student, mode=mode, **extra)
+    model.train()
+    opt = torch.optim.AdamW(model.student.parameters(), lr=1e-4)
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
+    y = torch.randint(0, 1000, (args.batch,), device=device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+
+    def step() -> None:
+        with amp:
+            out = model(x)
+            loss = torch.nn.functional.cross_entropy(out.logits.float(), y) + out.transfer_loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "mode": mode,
+        "impl": impl,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "peak_mb": peak_mb,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="vit_small_patch16_224")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    import torch
+
+    hw = (
+        torch.cuda.get_device_name(0)
+        if args.device == "cuda"
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
+    head = (
+        f"# step cost: {args.model} {args.img_size}px batch {args.batch} {args.dtype} on "
+        f"{args.device} ({hw}), torch {torch.__version__}, median of {args.steps} steps"
+    )
+    print(head, flush=True)
+    rows = []
+    for mode, impl in CONFIGS:
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{mode}:{impl}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            print(f"{mode} {impl}: failed: {done.stderr.strip().splitlines()[-1]}", flush=True)
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    base = next(r for r in rows if r["mode"] == "finetune")
+    print(
+        f"{'mode':16} {'impl':6} {'median s':>9} {'x finetune':>10} {'peak MB':>9} "
+        f"{'x finetune':>10} {'extra MB':>9}"
+    )
+    for r in rows:
+        r["time_ratio"] = r["median_s"] / base["median_s"]
+        r["mem_ratio"] = r["peak_mb"] / base["peak_mb"]
+        r["extra_mb"] = r["peak_mb"] - base["peak_mb"]
+        print(
+            f"{r['mode']:16} {r['impl']:6} {r['median_s']:9.3f} {r['time_ratio']:10.2f} "
+            f"{r['peak_mb']:9.0f} {r['mem_ratio']:10.2f} {r['extra_mb']:9.0f}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"setting": vars(args), "hardware": hw, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
