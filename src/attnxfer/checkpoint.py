@@ -149,6 +149,32 @@ def save_checkpoint(
     return final
 
 
+def lock_run_dir(run_dir: Path) -> Any:
+    """Take the run directory's lock (``.lock``), or refuse if another process holds it.
+
+    An advisory ``flock``: released by the OS when the process ends, even by SIGKILL, so a
+    killed run never leaves a stale lock. Returns the open file, which must be kept alive.
+    """
+    import fcntl
+
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise AttnxferError(
+            f"run directory {run_dir} is in use by another attnxfer process (pid {holder}); "
+            "wait for it to finish or choose another run.output"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoint directories, oldest first (temporary directories are ignored)."""
     root = Path(run_dir) / CKPT_DIR

@@ -327,6 +327,7 @@ class Trainer:
             self._restore(ckpt)
         if self.d.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = C.lock_run_dir(self.run_dir)  # held until the process ends
             dump_config(cfg, self.run_dir / "config.yaml")
         self.metrics_file = self.run_dir / "metrics.jsonl"
         self.tensorboard = (
@@ -402,6 +403,17 @@ class Trainer:
             "rng": C.rng_state(),
         }
         ema = self.ema.module.state_dict() if self.ema is not None else None
+        try:
+            return self._write(state, ema)
+        except OSError as e:
+            good = C.latest_good(self.run_dir)
+            raise AttnxferError(
+                f"could not write checkpoint of step {self.progress.step} in {self.run_dir} "
+                f"({e.strerror or e}); nothing partial was left and the last good checkpoint, "
+                f"{good or 'none'}, is kept: free space or fix permissions, then --resume auto"
+            ) from None
+
+    def _write(self, state: dict[str, Any], ema: dict | None) -> Path:
         return C.save_checkpoint(
             self.run_dir,
             self.progress.step,
