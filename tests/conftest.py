@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 
 from attnxfer.models import ModelSpec
 
@@ -56,6 +58,18 @@ def real_vit_path() -> Path:
 def images(batch: int = 2, size: int = 24, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, size, size, generator=g, dtype=torch.get_default_dtype())
+
+
+@pytest.fixture
+def teacher_file(tmp_path) -> Path:
+    """A tiny random teacher on disk (safetensors + JSON sidecar), matching TINY_STUDENT."""
+    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=0)
+    model = tiny_vit("vit", **args)
+    save_file(model.state_dict(), tmp_path / "teacher.safetensors")
+    (tmp_path / "teacher.json").write_text(
+        json.dumps({"architecture": "vit_tiny_patch16_224", "args": args})
+    )
+    return tmp_path / "teacher.safetensors"
 
 
 __all__ = ["FAMILIES", "REAL_VIT", "SHARED_DATA", "images", "timm", "tiny_vit"]

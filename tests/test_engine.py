@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import tiny_vit
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from attnxfer import build_teacher
 from attnxfer.checkpoint import list_checkpoints
@@ -35,18 +34,6 @@ TINY_STUDENT = [
     "run.log_every=5",
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-
-
-@pytest.fixture
-def teacher_file(tmp_path) -> Path:
-    """A tiny random teacher on disk (safetensors + JSON sidecar), matching TINY_STUDENT."""
-    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=0)
-    model = tiny_vit("vit", **args)
-    save_file(model.state_dict(), tmp_path / "teacher.safetensors")
-    (tmp_path / "teacher.json").write_text(
-        json.dumps({"architecture": "vit_tiny_patch16_224", "args": args})
-    )
-    return tmp_path / "teacher.safetensors"
 
 
 def cli(*args: str) -> int:

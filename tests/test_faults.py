@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import errno
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +20,14 @@ from test_engine import ENV, TINY_STUDENT, cli
 from attnxfer import checkpoint as C
 from attnxfer.checkpoint import list_checkpoints, verify
 
-RUN = [*TINY_STUDENT, "transfer.mode=scratch", "run.deterministic=true", "run.keep_checkpoints=3",
-       "run.ckpt_every_steps=10", "student.drop_path_rate=0.1"]  # fmt: skip
+RUN = [
+    *TINY_STUDENT,
+    "transfer.mode=scratch",
+    "run.deterministic=true",
+    "run.keep_checkpoints=3",
+    "run.ckpt_every_steps=10",
+    "student.drop_path_rate=0.1",
+]
 
 
 def _flip_byte(path, offset=-100):
@@ -63,8 +73,9 @@ def test_incomplete_checkpoint_directory_is_ignored(tmp_path):
 def test_second_process_in_the_same_run_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "attnxfer", "train", *RUN, "optim.epochs=3", f"run.output={out}"]
-    first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)  # fmt: skip
+    first = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while not (out / "config.yaml").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -97,3 +108,141 @@ def test_disk_full_at_checkpoint_time_keeps_the_last_good_one(tmp_path, monkeypa
     assert verify(out / "checkpoints" / "step_000000010") is None
     monkeypatch.setattr(C, "save_file", real_save)
     assert cli("train", *RUN, "run.ema_decay=0.9", f"run.output={out}", "--resume", "auto") == 0
+
+
+_KILL_DURING_WRITE = """
+import os, signal, sys
+from attnxfer import checkpoint
+target, seen = int(os.environ["KILL_AT_FILE_WRITE"]), [0]
+real = checkpoint.save_file
+def save(*args, **kwargs):
+    seen[0] += 1
+    if seen[0] == target:  # inside a checkpoint write: its directory is half made
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+checkpoint.save_file = save
+from attnxfer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _newest(run: Path) -> str | None:
+    names = [c.name for c in list_checkpoints(run)]
+    return names[-1] if names else None
+
+
+@pytest.mark.slow
+def test_repeated_sigkill_including_mid_checkpoint_write(tmp_path):
+    """Killed 10 times (4 inside a checkpoint write, 6 at timed moments while training), the
+    run resumed each time ends with exactly the weights of an uninterrupted run."""
+    args = [
+        "train",
+        *RUN,
+        "optim.epochs=2",
+        "run.ckpt_every_steps=3",
+        "data.mixup=0.5",
+        "run.ema_decay=0.9",
+    ]
+    ref = tmp_path / "ref"
+    subprocess.run(
+        [sys.executable, "-m", "attnxfer", *args, f"run.output={ref}"],
+        env=ENV,
+        check=True,
+        capture_output=True,
+    )
+    run = tmp_path / "run"
+    cmd = [*args, f"run.output={run}", "--resume", "auto"]
+    kills, steps_at_kill = 0, []
+    for attempt in range(10):
+        if attempt % 5 in (1, 3):  # die while writing the 2nd or 3rd file of a checkpoint
+            env = {**ENV, "KILL_AT_FILE_WRITE": str(2 + attempt % 2)}
+            proc = subprocess.run(
+                [sys.executable, "-c", _KILL_DURING_WRITE, *cmd], env=env, capture_output=True
+            )
+            code = proc.returncode
+        else:  # die at a moment while training, after at least one more checkpoint
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "attnxfer", *cmd],
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+            before = _newest(run)
+            deadline = time.time() + 120
+            while _newest(run) == before and proc.poll() is None:
+                assert time.time() < deadline
+                time.sleep(0.02)
+            time.sleep(0.05 * attempt)
+            proc.kill()
+            code = proc.wait()
+        if code == -9:
+            kills += 1
+            newest = list_checkpoints(run)[-1] if list_checkpoints(run) else None
+            steps_at_kill.append(newest.name if newest else "none")
+            assert newest is None or verify(newest) is None  # what is listed is always good
+    assert kills == 10, (kills, steps_at_kill)
+    assert len(set(steps_at_kill)) >= 5  # killed at many different points of the run
+    done = subprocess.run(
+        [sys.executable, "-m", "attnxfer", *cmd], env=ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    a = load_file(list_checkpoints(ref)[-1] / "student.safetensors")
+    b = load_file(list_checkpoints(run)[-1] / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("code", "text"), [(errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only file system")]
+)
+def test_unwritable_run_directory_at_checkpoint_time(tmp_path, monkeypatch, capsys, code, text):
+    """Root ignores file modes, so an unwritable directory is injected at the write itself."""
+    out = tmp_path / "run"
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, text)
+
+    monkeypatch.setattr(C, "save_file", refuse)
+    assert cli("train", *RUN, f"run.output={out}") == 2
+    err = capsys.readouterr().err
+    assert f"could not write checkpoint of step 10 in {out} ({text})" in err
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+@pytest.mark.slow
+def test_killed_gloo_worker_stops_the_run_and_it_resumes(tmp_path, teacher_file):
+    out = tmp_path / "ddp"
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "attnxfer",
+        "train",
+        *RUN,
+        f"teacher.source={teacher_file}",
+        "transfer.mode=distill",
+        "optim.epochs=3",
+        "data.batch_size=16",
+        f"run.output={out}",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not list_checkpoints(out):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    pids = [int(p) for p in workers.stdout.split()]
+    assert len(pids) == 2
+    os.kill(pids[1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)  # stops instead of hanging
+    assert proc.returncode != 0
+    assert "exitcode  : -9" in err or "Signal 9" in err or "SIGKILL" in err, err[-1500:]
+    done = subprocess.run([*cmd, "--resume", "auto"], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in done.stderr
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 3
