@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,12 @@ def real_vit_path() -> Path:
 def images(batch: int = 2, size: int = 24, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, size, size, generator=g, dtype=torch.get_default_dtype())
+
+
+def torchrun(nproc: int = 2) -> list[str]:
+    """The start of a ``torchrun`` command line for ``nproc`` local processes."""
+    exe = Path(sys.executable).with_name("torchrun")
+    return [str(exe), "--standalone", "--nproc_per_node", str(nproc), "-m", "attnxfer"]
 
 
 @pytest.fixture

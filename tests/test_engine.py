@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import torchrun
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -191,15 +192,9 @@ def test_two_gloo_processes_equal_one_process_with_same_global_batch(tmp_path, t
         capture_output=True,
     )
     multi = tmp_path / "multi"
-    torchrun = Path(sys.executable).with_name("torchrun")
     done = subprocess.run(
         [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "attnxfer",
+            *torchrun(2),
             "train",
             *common,
             "data.batch_size=16",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torchrun
 from safetensors.torch import load_file
 from test_engine import ENV, TINY_STUDENT, cli
 
@@ -212,14 +213,8 @@ def test_unwritable_run_directory_at_checkpoint_time(tmp_path, monkeypatch, caps
 @pytest.mark.slow
 def test_killed_gloo_worker_stops_the_run_and_it_resumes(tmp_path, teacher_file):
     out = tmp_path / "ddp"
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
     cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "attnxfer",
+        *torchrun(2),
         "train",
         *RUN,
         f"teacher.source={teacher_file}",
