@@ -416,3 +416,45 @@ def test_gradient_accumulation_equals_bigger_batch(tmp_path):
     a, b = _final_weights(tmp_path / "big"), _final_weights(tmp_path / "acc")
     worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item() for k in a)
     assert worst < 1e-5, worst
+
+
+def test_every_recipe_feature_together(tmp_path, teacher_file):
+    """RandAugment, random erasing, mixup + cutmix, layer decay, clipping, accumulation, EMA,
+    drop path shared with the teacher: the paper's recipe features in one short run."""
+    out = tmp_path / "r"
+    assert (
+        cli(
+            "train",
+            *TINY_STUDENT,
+            f"teacher.source={teacher_file}",
+            "transfer.mode=distill",
+            "data.auto_augment=rand-m9-mstd0.5-inc1",
+            "data.reprob=0.25",
+            "data.mixup=0.8",
+            "data.cutmix=1.0",
+            "optim.layer_decay=0.75",
+            "optim.clip_grad=1.0",
+            "optim.accum_steps=2",
+            "data.batch_size=16",
+            "run.ema_decay=0.99",
+            "student.drop_path_rate=0.2",
+            "optim.betas=[0.9, 0.95]",
+            f"run.output={out}",
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 1442 // 16 // 2 and "ema_top1" in summary
+    meta = json.loads((list_checkpoints(out)[-1] / "meta.json").read_text())
+    assert "drop_path=shared" in meta["transfer"] and "impl=fused" in meta["transfer"]
+
+
+def test_normalisation_comes_from_the_teacher():
+    from attnxfer.config import DataConfig
+    from attnxfer.data import normalisation
+
+    teacher_cfg = {"mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    assert normalisation(DataConfig(), teacher_cfg) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    mine = DataConfig(mean=[0.5] * 3, std=[0.5] * 3)
+    assert normalisation(mine, teacher_cfg) == ((0.5,) * 3, (0.5,) * 3)
+    assert normalisation(DataConfig(), None)[0] == pytest.approx((0.485, 0.456, 0.406))
