@@ -70,48 +70,61 @@ def attention_cross_entropy_eager(
 # fused path
 
 
+def _chunks(q: Tensor, k: Tensor) -> tuple[range, int]:
+    """Query-row offsets so that one chunk of logits holds at most ``_LSE_CHUNK_ELEMENTS``."""
+    B, H, N, _ = q.shape
+    rows = max(1, _LSE_CHUNK_ELEMENTS // max(1, B * H * k.shape[-2]))
+    return range(0, N, rows), rows
+
+
 def _row_logsumexp(q: Tensor, k: Tensor, scale: float) -> Tensor:
     """``LSE_j(scale * q_i . k_j)`` for every query row: ``[B, H, N]``.
 
     Computed in query chunks so at most ``_LSE_CHUNK_ELEMENTS`` logits exist at once; low
     precision inputs are upcast to float32 (the loss is a difference of two large terms).
     """
-    B, H, N, _ = q.shape
     compute_dtype = torch.promote_types(q.dtype, torch.float32)
     q = q.to(compute_dtype)
     k_t = k.to(compute_dtype).transpose(-2, -1)  # [B, H, D, N]
-    rows = max(1, _LSE_CHUNK_ELEMENTS // max(1, B * H * k.shape[-2]))
-    chunks = [
-        torch.logsumexp((q[:, :, i : i + rows] @ k_t) * scale, dim=-1) for i in range(0, N, rows)
-    ]
-    return torch.cat(chunks, dim=-1)
+    starts, rows = _chunks(q, k)
+    return torch.cat(
+        [torch.logsumexp((q[:, :, i : i + rows] @ k_t) * scale, dim=-1) for i in starts], dim=-1
+    )
 
 
 class _RowLogSumExp(torch.autograd.Function):
-    """Autograd for ``LSE_j(s q_i . k_j)`` without an ``N x N`` map in the backward.
+    """Autograd for ``LSE_j(s q_i . k_j)`` without an ``N x N`` map.
 
-    d/dq_i = s g_i (P_s K)_i, and (P_s K) = SDPA(q, k, k);
-    d/dk_j = s sum_i g_i P_s[i, j] q_i, the value-gradient of SDPA(q, k, V) for output-gradient
-    ``s g q``.
+    d/dq_i = s g_i (P_s K)_i and d/dk_j = s sum_i g_i P_s[i, j] q_i. The backward recomputes
+    ``P_s`` chunk by chunk from the saved log-sum-exp (one logits matmul and two products per
+    chunk), so memory stays ``O(chunk x N)`` like the forward.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, scale: float) -> Tensor:
-        ctx.save_for_backward(q, k)
+        lse = _row_logsumexp(q, k, scale)
+        ctx.save_for_backward(q, k, lse)
         ctx.scale = scale
-        return _row_logsumexp(q, k, scale)
+        return lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
-        q, k = ctx.saved_tensors
-        gs = (grad * ctx.scale).to(q.dtype).unsqueeze(-1)  # [B, H, N, 1]
-        with torch.enable_grad():
-            values = k.detach().requires_grad_(True)
-            pk = F.scaled_dot_product_attention(q.detach(), k.detach(), values, scale=ctx.scale)
-            (grad_k,) = torch.autograd.grad(pk, values, grad_outputs=gs * q)
-        grad_q = gs * pk.detach()
-        return grad_q, grad_k, None
+        q, k, lse = ctx.saved_tensors
+        s = ctx.scale
+        dtype = lse.dtype
+        qc, kc = q.to(dtype), k.to(dtype)
+        grad_q = torch.empty_like(qc)
+        grad_k = torch.zeros_like(kc)
+        starts, rows = _chunks(q, k)
+        for i in starts:
+            rows_q = qc[:, :, i : i + rows]  # [B, H, c, D]
+            logits = (rows_q @ kc.transpose(-2, -1)) * s  # [B, H, c, N]
+            weighted = torch.exp(logits - lse[:, :, i : i + rows, None])  # P_s rows
+            weighted *= (grad[:, :, i : i + rows] * s)[..., None]  # s g_i P_s[i, j]
+            grad_q[:, :, i : i + rows] = weighted @ kc
+            grad_k += weighted.transpose(-2, -1) @ rows_q
+        return grad_q.to(q.dtype), grad_k.to(k.dtype), None
 
 
 def attention_cross_entropy_fused(
