@@ -84,6 +84,7 @@ class DataConfig:
     mean: list | None = None  # default: the teacher's pretrained config, else ImageNet's
     std: list | None = None
     bad_images: str = "fail"
+    eval_crop_pct: float = 1.0  # centre crop for evaluation; 0.875 is ImageNet's standard
 
 
 @dataclass

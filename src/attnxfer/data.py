@@ -162,7 +162,14 @@ def normalisation(cfg: DataConfig, pretrained_cfg: dict | None) -> tuple[tuple, 
 
 def build_transform(cfg: DataConfig, train: bool, mean: tuple, std: tuple) -> Any:
     if not train:
-        return create_transform(cfg.img_size, is_training=False, mean=mean, std=std, crop_pct=1.0)
+        return create_transform(
+            cfg.img_size,
+            is_training=False,
+            mean=mean,
+            std=std,
+            crop_pct=cfg.eval_crop_pct,
+            interpolation="bicubic",
+        )
     return create_transform(
         cfg.img_size,
         is_training=True,
