@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 from safetensors.torch import save_file
 
@@ -79,4 +78,4 @@ def teacher_file(tmp_path) -> Path:
     return tmp_path / "teacher.safetensors"
 
 
-__all__ = ["FAMILIES", "REAL_VIT", "SHARED_DATA", "images", "timm", "tiny_vit"]
+__all__ = ["FAMILIES", "REAL_VIT", "SHARED_DATA", "images", "tiny_vit", "torchrun"]

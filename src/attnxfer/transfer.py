@@ -402,7 +402,7 @@ class AttentionTransfer(nn.Module):
 
 
 def _tokens(feature: Tensor | tuple[Tensor, Tensor]) -> Tensor:
-    """``(patch tokens, prefix tokens)`` from ``forward_intermediates`` -> all tokens ``[B, N, C]``."""  # noqa: E501
+    """``(patch, prefix)`` tokens from ``forward_intermediates`` -> all tokens ``[B, N, C]``."""
     if isinstance(feature, tuple):
         spatial, prefix = feature
         return torch.cat([prefix, spatial], dim=1)
