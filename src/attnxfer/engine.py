@@ -464,7 +464,6 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg, p = self.cfg, self.progress
         if self.d.main:
-            log.info("transfer: %s", self.model.describe())
             log.info(
                 "lr %.3g (effective batch %d), %d steps per epoch, %d epochs",
                 self.lr,
