@@ -40,6 +40,7 @@ from .data import (
     collate,
     normalisation,
     raw_dataset,
+    training_subset,
 )
 from .errors import AttnxferError
 from .models import ModelSpec, build_student, build_teacher, spec_of
@@ -253,8 +254,10 @@ class Trainer:
         train_raw = raw_dataset(cfg.data, cfg.data.train_split)
         val_raw = raw_dataset(cfg.data, cfg.data.val_split, getattr(train_raw, "classes", None))
         self.classes = list(getattr(train_raw, "classes", []))
-        model, pretrained_cfg = build_model(cfg, len(self.classes))
+        train_raw = training_subset(train_raw, cfg.data.train_subset)
+        model, trained, pretrained_cfg = self.build_model(len(self.classes))
         self.model = model.to(self.d.device)
+        self.trained = trained  # the module that is optimised, averaged (EMA) and saved
         mean, std = normalisation(cfg.data, pretrained_cfg)
         self.mean, self.std = mean, std
         self.train_set = SeededTransform(
@@ -298,11 +301,10 @@ class Trainer:
                 f"(batch {b} x accum {accum} x {self.d.world} processes): lower data.batch_size"
             )
         effective = b * accum * self.d.world
-        student = self.model.student
         self.optimizer, self.scheduler, self.lr = build_optimization(
-            cfg, student, effective, self.steps_per_epoch
+            cfg, self.trained, effective, self.steps_per_epoch
         )
-        self.ema = ModelEmaV3(student, decay=cfg.run.ema_decay) if cfg.run.ema_decay else None
+        self.ema = ModelEmaV3(trained, decay=cfg.run.ema_decay) if cfg.run.ema_decay else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.run.amp == "fp16")
         mix = cfg.data.mixup > 0 or cfg.data.cutmix > 0
         self.mixup = (
@@ -334,6 +336,11 @@ class Trainer:
             _tensorboard_writer(self.run_dir / "tensorboard") if self.d.main else None
         )
 
+    def build_model(self, num_classes: int) -> tuple[nn.Module, nn.Module, dict | None]:
+        """(module called on images, module trained, teacher's pretrained config)."""
+        model, pretrained_cfg = build_model(self.cfg, num_classes)
+        return model, model.student, pretrained_cfg
+
     # -- run directory ----------------------------------------------------------------------
 
     def _find_checkpoint(self, resume: str | None) -> Path | None:
@@ -357,12 +364,15 @@ class Trainer:
             return self.model
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        if self.model.teacher is not None:
-            frozen = [f"teacher.{n}" for n, _ in self.model.teacher.named_parameters()]
-            frozen += [f"teacher.{n}" for n, _ in self.model.teacher.named_buffers()]
-            DDP._set_params_and_buffers_to_ignore_for_model(self.model, frozen)
+        # the frozen teacher (and any other frozen tensor) is neither broadcast nor reduced
+        frozen = [n for n, p in self.model.named_parameters() if not p.requires_grad]
+        teacher = getattr(self.model, "teacher", None)
+        if teacher is not None:
+            frozen += [f"teacher.{n}" for n, _ in teacher.named_buffers()]
+        DDP._set_params_and_buffers_to_ignore_for_model(self.model, frozen)
         # copy modes leave the student's q/k norms (qk-norm models) without gradient
-        unused = self.model.mode.teacher_at_inference
+        mode = getattr(self.model, "mode", None)
+        unused = mode is not None and mode.teacher_at_inference
         ids = [self.d.device.index] if self.d.device.type == "cuda" else None
         return DDP(
             self.model, device_ids=ids, find_unused_parameters=unused, broadcast_buffers=False
@@ -417,7 +427,7 @@ class Trainer:
         return C.save_checkpoint(
             self.run_dir,
             self.progress.step,
-            self.model.student.state_dict(),
+            self.trained.state_dict(),
             state,
             self._meta(),
             ema=ema,
@@ -426,7 +436,7 @@ class Trainer:
 
     def _restore(self, ckpt: Path) -> None:
         weights = C.load_weights_file(ckpt)
-        own = {k: v.shape for k, v in self.model.student.state_dict().items()}
+        own = {k: v.shape for k, v in self.trained.state_dict().items()}
         theirs = {k: v.shape for k, v in weights.items()}
         if own != theirs:
             differ = sorted(set(own) ^ set(theirs)) or sorted(k for k in own if own[k] != theirs[k])
@@ -434,7 +444,7 @@ class Trainer:
                 f"checkpoint {ckpt} is of another architecture than this run's student (differs "
                 f"in {differ[:3]}); resume with the config it was trained with"
             )
-        self.model.student.load_state_dict(weights)
+        self.trained.load_state_dict(weights)
         state = C.load_state(ckpt)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -501,7 +511,7 @@ class Trainer:
             for k, v in evaluate(self.model, self.val_loader, self.d, self.cfg.run.amp).items()
         }
         if self.ema is not None:
-            with swapped_weights(self.model.student, self.ema.module.state_dict()):
+            with swapped_weights(self.trained, self.ema.module.state_dict()):
                 ema = evaluate(self.model, self.val_loader, self.d, self.cfg.run.amp)
             out.update({f"ema_{k}": v for k, v in ema.items()})
         return out
@@ -554,7 +564,7 @@ class Trainer:
     def _accumulate(self, batches, accum: int) -> dict[str, Any]:
         """Forward and backward ``accum`` micro-batches; gradients sync on the last one."""
         cfg, d, p = self.cfg, self.d, self.progress
-        sums = {"loss": 0.0, "task": 0.0, "transfer": 0.0, "correct": 0.0, "images": 0}
+        sums = {"loss": 0.0, "task": 0.0, "transfer": 0.0, "correct": 0.0, "scored": 0, "images": 0}
         nonfinite = False
         for micro in range(accum):
             batch = next(batches)
@@ -570,28 +580,36 @@ class Trainer:
             sync = micro == accum - 1 or d.world == 1
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with ctx, autocast(d.device, cfg.run.amp):
-                out = self.ddp(images)
-                task = self.criterion(out.logits.float(), targets)
-                loss = task + out.transfer_loss.float()
+                task, transfer, logits = self.losses(images, targets)
+                loss = task + transfer
             flags = _all_reduce([float(not torch.isfinite(loss))], d)
             if flags[0]:
                 nonfinite = True
-                self._nonfinite(task, out.transfer_loss)
+                self._nonfinite(task, transfer)
                 break
             self.scaler.scale(loss / accum).backward()
             sums["loss"] += loss.item() / accum
             sums["task"] += task.item() / accum
-            sums["transfer"] += out.transfer_loss.item() / accum
+            sums["transfer"] += transfer.item() / accum
             sums["images"] += images.shape[0]
-            if self.mixup is None:
-                sums["correct"] += (out.logits.argmax(-1) == hard).float().sum().item()
+            if self.mixup is None and logits is not None:
+                sums["correct"] += (logits.argmax(-1) == hard).float().sum().item()
+                sums["scored"] += images.shape[0]
         if nonfinite:
             self.optimizer.zero_grad(set_to_none=True)
         result: dict[str, Any] = {k: sums[k] for k in ("loss", "task", "transfer", "images")}
-        if self.mixup is None and sums["images"]:
-            result["acc"] = round(100 * sums["correct"] / sums["images"], 2)
+        if sums["scored"]:
+            result["acc"] = round(100 * sums["correct"] / sums["scored"], 2)
         result["nonfinite"] = nonfinite
         return result
+
+    def losses(
+        self, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(task loss, transfer loss, logits or None) of one micro-batch, float32 losses."""
+        out = self.ddp(images)
+        task = self.criterion(out.logits.float(), targets)
+        return task, out.transfer_loss.float(), out.logits
 
     def _nonfinite(self, task: torch.Tensor, transfer: torch.Tensor) -> None:
         p, cfg = self.progress, self.cfg
@@ -617,14 +635,14 @@ class Trainer:
         cfg = self.cfg
         if cfg.optim.clip_grad:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.student.parameters(), cfg.optim.clip_grad)
+            nn.utils.clip_grad_norm_(self.trained.parameters(), cfg.optim.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.step += 1
         self.scheduler.step_update(self.progress.step)
         if self.ema is not None:
-            self.ema.update(self.model.student, step=self.progress.step)
+            self.ema.update(self.trained, step=self.progress.step)
 
 
 def _tensorboard_writer(folder: Path) -> Any:
