@@ -69,6 +69,7 @@ class DataConfig:
     name: str = "digits"
     root: str | None = None
     train_split: str = "train"  # sub-folder (imagefolder) or split of the training set
+    train_subset: int | None = None  # train on this many images (a fixed random subset)
     val_split: str = "val"
     download: bool = False
     img_size: int = 32
@@ -126,6 +127,22 @@ class RunConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Read by ``attnxfer.pretrain`` (``attnxfer pretrain``); ignored by ``train``.
+
+    ``method``: ``mae`` (masked autoencoding of ``student.arch``) or ``supervised``
+    (classification from scratch). The decoder fields are MAE's light decoder.
+    """
+
+    method: str = "mae"
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+
+
+@dataclass
 class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -133,6 +150,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -34,6 +34,11 @@ def load_trained(path: str | Path, weights: str = "raw") -> Loaded:
     """
     ckpt = C.resolve(path)
     meta = C.read_meta(ckpt)
+    if meta.get("task") == "mae":
+        raise AttnxferError(
+            f"{path} is an MAE pre-training checkpoint, not a classifier: use its exported "
+            "encoder, RUN/teacher/model.safetensors, as teacher.source"
+        )
     name = {"raw": "student.safetensors", "ema": "ema.safetensors"}.get(weights)
     if name is None:
         raise AttnxferError(f"weights={weights!r} is unknown: use raw or ema")
@@ -78,6 +83,85 @@ class Ensemble(nn.Module):
             getattr(o, "logits", o).float().softmax(-1) for o in (m(images) for m in self.members)
         ]
         return torch.stack(probs).mean(0).log()
+
+
+def parse_set(spec: str) -> tuple[str, tuple[str, str | None]]:
+    """``"LABEL=NAME[:ROOT]"`` -> ``(LABEL, (NAME, ROOT or None))``."""
+    label, sep, rest = spec.partition("=")
+    if not sep or not label or not rest:
+        raise AttnxferError(f"--set {spec!r} is not LABEL=NAME[:ROOT]")
+    name, _, root = rest.partition(":")
+    return label, (name, root or None)
+
+
+def read_class_map(path: str | Path) -> list[int]:
+    """Line ``i`` of the file is the model class index of evaluation label ``i``."""
+    try:
+        return [int(line) for line in Path(path).read_text().split()]
+    except (OSError, ValueError) as e:
+        raise AttnxferError(f"class map {path}: {e}") from None
+
+
+def evaluate_models(
+    models: list[str | Path],
+    sets: dict[str, tuple[str, str | None]] | None = None,
+    split: str | None = None,
+    weights: str = "raw",
+    ensemble: bool = False,
+    class_subset: list[int] | None = None,
+    batch_size: int = 128,
+    d: Any = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Top-1/top-5/loss of each model (and their ensemble) on each evaluation set.
+
+    ``sets``: label -> (dataset name, root); default: the first model's own validation set.
+    ``split``: the split (folder) of every set; default the first model's ``data.val_split``.
+    Returns ``{model name: {set label: metrics}}``.
+    """
+    from torch.utils.data import DataLoader
+
+    from .config import DataConfig
+    from .data import ResumableSampler, SeededTransform, build_transform, collate, raw_dataset
+    from .engine import evaluate, setup_distributed
+
+    d = d or setup_distributed("auto")
+    kinds = ["raw", "ema"] if weights == "both" else [weights]
+    members = [load_trained(m, w) for m in models for w in kinds]
+    first = members[0].meta
+    for m in members:
+        m.model.to(d.device)
+        if m.meta["mean"] != first["mean"] or m.meta["std"] != first["std"]:
+            raise AttnxferError("the models normalise inputs differently; evaluate them apart")
+    base = DataConfig(**first["config"]["data"])
+    if sets:
+        data_sets = {
+            label: DataConfig(**{**vars(base), "name": name, "root": root})
+            for label, (name, root) in sets.items()
+        }
+    else:
+        data_sets = {"val": base}
+    named = [(m.name, m.model) for m in members]
+    if ensemble:
+        if len(members) < 2:
+            raise AttnxferError("an ensemble needs at least two models")
+        named.append(("ensemble", Ensemble([m.model for m in members])))
+    results: dict[str, dict[str, dict]] = {}
+    for label, data_cfg in data_sets.items():
+        raw = raw_dataset(data_cfg, split or data_cfg.val_split)
+        tf = build_transform(data_cfg, False, tuple(first["mean"]), tuple(first["std"]))
+        sampler = ResumableSampler(len(raw), False, rank=d.rank, world=d.world, pad=False)
+        loader = DataLoader(
+            SeededTransform(raw, tf, 0),
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+        )
+        for name, model in named:
+            with torch.no_grad():
+                results.setdefault(name, {})[label] = evaluate(
+                    model, loader, d, class_subset=class_subset
+                )
+    return results
 
 
 def export_student(path: str | Path, out_dir: str | Path, weights: str = "raw") -> Path:

@@ -1,0 +1,293 @@
+"""Make teachers: masked-autoencoder (MAE) or supervised pre-training of a timm ViT.
+
+``attnxfer pretrain --method mae|supervised`` runs on the same engine as ``train`` (data,
+optimiser, schedule, EMA, AMP, DDP, atomic checkpoints, ``--resume auto``, metrics) and ends by
+writing ``RUN/teacher/model.safetensors`` + ``model.json``: the encoder as a plain timm model,
+which ``build_teacher`` (``teacher.source=RUN/teacher/model.safetensors``) loads directly.
+
+MAE (He et al., 2022) as in its reference: the encoder is an unmodified timm
+``VisionTransformer`` that sees only the visible 25% of the patches (plus its class token);
+fixed 2-D sin-cos position embeddings in encoder and decoder; a light decoder of timm ``Block``s
+over all patches (mask tokens at the masked places); the loss is the mean squared error of the
+per-patch normalised pixels, over the masked patches only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from timm.layers import build_sincos2d_pos_embed
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+
+from .config import Config
+from .engine import Trainer, _all_reduce, autocast, swapped_weights
+from .errors import AttnxferError
+from .models import ModelSpec, check_supported, spec_of
+
+log = logging.getLogger(__name__)
+
+METHODS = ("mae", "supervised")
+
+
+def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/p)(W/p), p*p*C], patches in the order of timm's ``PatchEmbed``."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+def _sincos(grid: tuple[int, int], dim: int, prefix: int) -> torch.Tensor:
+    """MAE's fixed position embedding: 2-D sin-cos for patches, zeros for prefix tokens."""
+    table = build_sincos2d_pos_embed(list(grid), dim=dim)
+    return torch.cat([torch.zeros(prefix, dim), table]).unsqueeze(0)
+
+
+class MaskedAutoencoder(nn.Module):
+    """An unmodified timm ViT encoder (``self.encoder``) plus MAE's light decoder.
+
+    ``forward(images)`` returns ``(loss, prediction, mask)``: prediction ``[B, N, p*p*3]``,
+    mask ``[B, N]`` with 1 at the masked patches.
+    """
+
+    def __init__(
+        self,
+        encoder: VisionTransformer,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+        decoder_dim: int = 128,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+    ) -> None:
+        super().__init__()
+        if not isinstance(encoder, VisionTransformer) or encoder.dynamic_img_size:
+            raise AttnxferError(
+                f"MAE pre-training needs a timm VisionTransformer with a fixed image size, not "
+                f"{type(encoder).__name__}; choose a vit_* student.arch"
+            )
+        if not 0.0 < mask_ratio < 1.0:
+            raise AttnxferError(f"pretrain.mask_ratio must be in (0, 1), got {mask_ratio}")
+        if decoder_dim % decoder_heads:
+            raise AttnxferError(
+                f"pretrain.decoder_dim ({decoder_dim}) must be a multiple of "
+                f"pretrain.decoder_heads ({decoder_heads})"
+            )
+        self.encoder = encoder
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        pe = encoder.patch_embed
+        self.patch = pe.patch_size[0]
+        self.prefix = encoder.num_prefix_tokens
+        dim = encoder.embed_dim
+        if encoder.pos_embed is not None:  # fixed sin-cos, as MAE (a frozen parameter)
+            table = _sincos(pe.grid_size, dim, 0 if encoder.no_embed_class else self.prefix)
+            encoder.pos_embed.data.copy_(table)
+            encoder.pos_embed.requires_grad_(False)
+        self.decoder_embed = nn.Linear(dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.register_buffer(
+            "decoder_pos_embed", _sincos(pe.grid_size, decoder_dim, self.prefix), persistent=False
+        )
+        self.decoder_blocks = nn.Sequential(
+            *(Block(decoder_dim, decoder_heads, qkv_bias=True) for _ in range(decoder_depth))
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_pred = nn.Linear(decoder_dim, self.patch * self.patch * pe.proj.in_channels)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def encode(self, images: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Encoder over the visible patches. ``noise`` [B, N] orders patches per image (the
+        lowest ``(1 - mask_ratio) N`` are kept). Returns (latent, mask, restore index)."""
+        e = self.encoder
+        x = e._pos_embed(e.patch_embed(images))  # prefix tokens + patches, position added
+        b, n = noise.shape
+        keep = max(1, int(n * (1 - self.mask_ratio)))
+        shuffle = noise.argsort(dim=1)
+        restore = shuffle.argsort(dim=1)
+        kept = shuffle[:, :keep, None].expand(-1, -1, x.shape[-1])
+        x = torch.cat([x[:, : self.prefix], x[:, self.prefix :].gather(1, kept)], dim=1)
+        x = e.norm(e.blocks(e.norm_pre(e.patch_drop(x))))
+        mask = torch.ones(b, n, device=images.device)
+        mask[:, :keep] = 0
+        return x, mask.gather(1, restore), restore
+
+    def decode(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+        y = self.decoder_embed(latent)
+        b, n = restore.shape
+        patches = y[:, self.prefix :]
+        fill = self.mask_token.to(y.dtype).expand(b, n - patches.shape[1], -1)
+        patches = torch.cat([patches, fill], dim=1)
+        patches = patches.gather(1, restore[..., None].expand(-1, -1, y.shape[-1]))
+        y = torch.cat([y[:, : self.prefix], patches], dim=1) + self.decoder_pos_embed
+        y = self.decoder_norm(self.decoder_blocks(y))
+        return self.decoder_pred(y[:, self.prefix :])
+
+    def loss(self, images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        target = patchify(images, self.patch).float()
+        if self.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        per_patch = (pred.float() - target).pow(2).mean(dim=-1)
+        return (per_patch * mask).sum() / mask.sum()
+
+    def forward(
+        self, images: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = self.encoder.patch_embed.num_patches
+        if noise is None:
+            noise = torch.rand(images.shape[0], n, device=images.device)
+        latent, mask, restore = self.encode(images, noise)
+        pred = self.decode(latent, restore)
+        return self.loss(images, pred, mask), pred, mask
+
+
+def build_encoder(cfg: Config) -> nn.Module:
+    s = cfg.student
+    if s.arch is None:
+        raise AttnxferError("pretrain needs student.arch, e.g. vit_tiny_patch16_224")
+    if cfg.teacher.source:
+        raise AttnxferError("pretrain starts from random weights: remove teacher.source")
+    args: dict[str, Any] = {
+        **s.model_args,
+        "drop_path_rate": s.drop_path_rate,
+        "img_size": s.model_args.get("img_size", cfg.data.img_size),
+        "num_classes": 0,
+    }
+    if s.global_pool is not None:
+        args["global_pool"] = s.global_pool
+    encoder = ModelSpec(s.arch, {}).create(**args)
+    check_supported(encoder, f"student.arch {s.arch}")
+    return encoder
+
+
+class MaeTrainer(Trainer):
+    """The engine's ``Trainer`` with the MAE model, loss, validation and teacher export."""
+
+    def build_model(self, num_classes: int) -> tuple[nn.Module, nn.Module, dict | None]:
+        p = self.cfg.pretrain
+        if self.cfg.data.mixup or self.cfg.data.cutmix:
+            raise AttnxferError("MAE pre-training uses no labels: set data.mixup=0 data.cutmix=0")
+        mae = MaskedAutoencoder(
+            build_encoder(self.cfg),
+            mask_ratio=p.mask_ratio,
+            norm_pix_loss=p.norm_pix_loss,
+            decoder_dim=p.decoder_dim,
+            decoder_depth=p.decoder_depth,
+            decoder_heads=p.decoder_heads,
+        )
+        return mae, mae, None
+
+    def losses(self, images: torch.Tensor, targets: torch.Tensor):
+        loss, _, _ = self.ddp(images)
+        return loss.float(), torch.zeros((), device=images.device), None
+
+    @torch.no_grad()
+    def _val_loss(self) -> float:
+        """Reconstruction loss on the validation images under fixed masks (seed 0)."""
+        self.model.eval()
+        gen = torch.Generator(device=self.d.device).manual_seed(0)
+        n = self.model.encoder.patch_embed.num_patches
+        total, count = 0.0, 0
+        for batch in self.val_loader:
+            images = batch.images.to(self.d.device)
+            noise = torch.rand(images.shape[0], n, device=self.d.device, generator=gen)
+            with autocast(self.d.device, self.cfg.run.amp):
+                loss, _, _ = self.model(images, noise)
+            total += loss.item() * images.shape[0]
+            count += images.shape[0]
+        total, count = _all_reduce([total, count], self.d)
+        return total / max(count, 1)
+
+    def evaluate_all(self) -> dict[str, float]:
+        out = {"val_recon_loss": self._val_loss()}
+        if self.ema is not None:
+            with swapped_weights(self.trained, self.ema.module.state_dict()):
+                out["ema_recon_loss"] = self._val_loss()
+        return out
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "task": "mae",
+            "encoder_spec": spec_of(self.model.encoder).to_json(),
+            "classes": self.classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "needs_teacher": None,
+            "progress": vars(self.progress),
+        }
+
+    def encoder_state(self, weights: str = "raw") -> dict[str, torch.Tensor]:
+        source = self.trained if weights == "raw" else self.ema.module
+        return {
+            k[len("encoder.") :]: v
+            for k, v in source.state_dict().items()
+            if k.startswith("encoder.")
+        }
+
+
+def write_teacher(
+    out: Path, model: nn.Module, state: dict[str, torch.Tensor], card: dict[str, Any]
+) -> Path:
+    """``out/model.safetensors`` + ``out/model.json`` (arch, args, mean, std, how it was made),
+    written to a temporary name first so a crash never leaves a half-written teacher."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = spec_of(model)
+    weights = out / "model.safetensors"
+    tmp = out / ".model.safetensors.tmp"
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp)
+    meta = {"architecture": spec.arch, "args": spec.args, **card}
+    (out / ".model.json.tmp").write_text(json.dumps(meta, indent=1))
+    (out / ".model.json.tmp").replace(out / "model.json")
+    tmp.replace(weights)
+    return weights
+
+
+def pretrain(cfg: Config, resume: str | None = None) -> dict[str, Any]:
+    """Pre-train a teacher by ``cfg.pretrain.method``; returns the training summary, with
+    ``teacher`` (the path of the exported encoder)."""
+    import torch.distributed as dist
+
+    method = cfg.pretrain.method
+    if method not in METHODS:
+        raise AttnxferError(f"pretrain.method={method!r} is unknown: use {' or '.join(METHODS)}")
+    if method == "supervised":
+        cfg.transfer.mode = "scratch"
+        trainer: Trainer = Trainer(cfg, resume)
+    else:
+        trainer = MaeTrainer(cfg, resume)
+    try:
+        summary = trainer.fit()
+        if trainer.d.main:
+            weights = "ema" if trainer.ema is not None else "raw"
+            if method == "mae":
+                model = trainer.model.encoder
+                state = trainer.encoder_state(weights)
+            else:
+                model = trainer.trained
+                source = trainer.trained if weights == "raw" else trainer.ema.module
+                state = source.state_dict()
+            card = {
+                "mean": list(trainer.mean),
+                "std": list(trainer.std),
+                "classes": trainer.classes if method == "supervised" else None,
+                "pretrain": {"method": method, "weights": weights, **summary},
+            }
+            path = write_teacher(trainer.run_dir / "teacher", model, state, card)
+            summary["teacher"] = str(path)
+            (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            log.info("teacher written to %s (use teacher.source=%s)", path, path)
+        return summary
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

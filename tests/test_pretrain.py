@@ -1,0 +1,162 @@
+"""``attnxfer pretrain``: the MAE model against plain references, and teachers it writes."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+from test_engine import TINY_STUDENT, cli
+
+from attnxfer import build_teacher
+from attnxfer.checkpoint import list_checkpoints
+from attnxfer.config import load_config
+from attnxfer.errors import AttnxferError
+from attnxfer.inference import load_trained
+from attnxfer.pretrain import MaeTrainer, MaskedAutoencoder, patchify, pretrain
+
+
+def _encoder(**kw):
+    torch.manual_seed(0)
+    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=0)
+    return timm.create_model("vit_tiny_patch16_224", **{**args, **kw})
+
+
+def test_patchify_is_patch_embed_order():
+    enc = _encoder()
+    x = torch.randn(2, 3, 16, 16)
+    w = enc.patch_embed.proj.weight  # [D, C, p, p] -> [D, p*p*C] in patchify's (i, j, c) order
+    flat = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+    expected = patchify(x, 4) @ flat.T + enc.patch_embed.proj.bias
+    torch.testing.assert_close(enc.patch_embed(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"class_token": False, "global_pool": "avg"}, {"reg_tokens": 2}]
+)
+def test_encoder_sees_only_visible_patches(kw):
+    """Reference: the whole sequence through the blocks with an attention mask that hides the
+    masked patches as keys; the visible tokens' outputs must equal the MAE encoder's."""
+    mae = MaskedAutoencoder(_encoder(**kw), mask_ratio=0.75).eval()
+    enc = mae.encoder
+    images, noise = torch.randn(3, 3, 16, 16), torch.rand(3, 16)
+    latent, mask, _ = mae.encode(images, noise)
+    assert mask.sum(1).tolist() == [12, 12, 12]
+    prefix = enc.num_prefix_tokens
+    x = enc._pos_embed(enc.patch_embed(images))
+    visible = torch.cat([torch.ones(3, prefix, dtype=torch.bool), mask == 0], dim=1)
+    attn_mask = visible[:, None, None, :].expand(-1, 1, x.shape[1], -1)
+    for block in enc.blocks:
+        x = block(x, attn_mask=attn_mask)
+    x = enc.norm(x)
+    for b in range(3):
+        # the encoder keeps patches in noise order; compare as sets of rows, sorted by position
+        order = noise[b].argsort()[:4]
+        ref = torch.cat([x[b, :prefix], x[b, prefix + order]])
+        torch.testing.assert_close(latent[b], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_is_normalised_pixels_of_masked_patches_only():
+    mae = MaskedAutoencoder(_encoder(), mask_ratio=0.5)
+    images = torch.randn(2, 3, 16, 16)
+    loss, pred, mask = mae(images, torch.rand(2, 16))
+    target = patchify(images, 4)
+    target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+    per_patch = ((pred - target) ** 2).mean(-1)
+    torch.testing.assert_close(loss, per_patch[mask.bool()].mean())
+    changed = pred.detach().clone()
+    changed[mask == 0] += 10.0  # visible patches do not count
+    torch.testing.assert_close(mae.loss(images, changed, mask), loss.detach())
+    assert not mae.encoder.pos_embed.requires_grad  # fixed sin-cos, as MAE
+
+
+def test_bad_mae_settings_are_refused():
+    with pytest.raises(AttnxferError, match="mask_ratio must be in"):
+        MaskedAutoencoder(_encoder(), mask_ratio=1.0)
+    with pytest.raises(AttnxferError, match="multiple of"):
+        MaskedAutoencoder(_encoder(), decoder_dim=30, decoder_heads=4)
+
+
+MAE_ARGS = [*TINY_STUDENT, "pretrain.decoder_dim=32", "pretrain.decoder_depth=1"]
+
+
+def test_mae_pretrain_writes_a_teacher_that_transfers(tmp_path, capsys):
+    out = tmp_path / "mae"
+    assert cli("pretrain", "--method", "mae", f"run.output={out}", *MAE_ARGS, "optim.epochs=2") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    recon = [r["val_recon_loss"] for r in lines if "val_recon_loss" in r]
+    assert len(recon) == 2 and recon[1] < recon[0] < 1.5  # it learns
+    teacher_path = out / "teacher" / "model.safetensors"
+    assert summary["teacher"] == str(teacher_path)
+    card = json.loads((out / "teacher" / "model.json").read_text())
+    assert card["pretrain"]["method"] == "mae" and card["args"]["embed_dim"] == 32
+    teacher = build_teacher(str(teacher_path))
+    ckpt = list_checkpoints(out)[-1]
+    trained = load_file(ckpt / "student.safetensors")
+    for k, v in teacher.state_dict().items():
+        torch.testing.assert_close(v, trained[f"encoder.{k}"], rtol=0, atol=0)
+    with pytest.raises(AttnxferError, match="MAE pre-training checkpoint"):
+        load_trained(out)
+    student = tmp_path / "student"
+    assert (
+        cli(
+            "train",
+            f"teacher.source={teacher_path}",
+            "transfer.mode=distill",
+            f"run.output={student}",
+            *TINY_STUDENT[1:],
+        )
+        == 0
+    )
+    assert json.loads((student / "summary.json").read_text())["val_top1"] > 10
+
+
+def test_mae_resume_is_exact(tmp_path):
+    """One epoch, a checkpoint, a new process-like Trainer with --resume auto: the same teacher
+    as an uninterrupted run (masks come from the restored RNG)."""
+    args = [*MAE_ARGS, "optim.epochs=2", "data.train_subset=256"]
+    full = load_config([], [*args, f"run.output={tmp_path / 'a'}"])
+    pretrain(full)
+    cut = load_config([], [*args, f"run.output={tmp_path / 'b'}"])
+    trainer = MaeTrainer(cut)
+    trainer.train_one_epoch()
+    trainer.progress.epoch, trainer.progress.batch_in_epoch = 1, 0  # as fit() does
+    trainer.save()
+    del trainer
+    gc.collect()  # releases the run directory's lock, as the end of a process would
+    pretrain(load_config([], [*args, f"run.output={tmp_path / 'b'}"]), resume="auto")
+    a = load_file(tmp_path / "a" / "teacher" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "teacher" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_supervised_pretrain_writes_a_classifier_teacher(tmp_path):
+    out = tmp_path / "sup"
+    assert cli("pretrain", "--method", "supervised", f"run.output={out}", *TINY_STUDENT) == 0
+    card = json.loads((out / "teacher" / "model.json").read_text())
+    assert card["classes"] == [str(c) for c in range(10)]
+    teacher = build_teacher(str(out / "teacher" / "model.safetensors"))
+    assert teacher.num_classes == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pretrain.method=byol", *TINY_STUDENT], "pretrain.method='byol' is unknown"),
+        (["data.img_size=16"], "pretrain needs student.arch"),
+        ([*MAE_ARGS, "data.mixup=0.8"], "MAE pre-training uses no labels"),
+        ([*MAE_ARGS, "pretrain.mask_ratio=0"], "mask_ratio must be in"),
+    ],
+)
+def test_pretrain_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert cli("pretrain", f"run.output={out}", *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
