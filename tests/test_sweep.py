@@ -1,0 +1,105 @@
+"""Sweeps and the small-scale reproduction: grids, restart without redoing, tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_engine import TINY_STUDENT, cli
+
+from attnxfer.errors import AttnxferError
+from attnxfer.sweep import Cell, grid_cells, mean_std, parse_grid, run_cell
+
+
+def test_grid_is_a_product_with_readable_names():
+    grid = parse_grid(["transfer.layers=first:1,last:1", "transfer.heads=0,1|0"])
+    assert grid == [("transfer.layers", ["first:1", "last:1"]), ("transfer.heads", ["0,1", "0"])]
+    cells = grid_cells(["base.yaml"], grid, [0, 1], ["optim.epochs=1"])
+    assert len(cells) == 8
+    assert cells[0].name == "layers=first-1_heads=0_1/seed0"
+    assert cells[0].overrides == [
+        "optim.epochs=1",
+        "transfer.layers=first:1",
+        "transfer.heads=0,1",
+        "run.seed=0",
+    ]
+    assert len({c.name for c in cells}) == 8
+    with pytest.raises(AttnxferError, match="is not KEY=V1,V2"):
+        parse_grid(["transfer.layers"])
+
+
+def test_mean_std_is_the_sample_deviation():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file):
+    out = tmp_path / "sweep"
+    args = [
+        "sweep",
+        "--grid",
+        "transfer.mode=scratch,distill",
+        "--seeds",
+        "0,1",
+        "--out",
+        str(out),
+        f"teacher.source={teacher_file}",
+        "data.train_subset=256",
+        *TINY_STUDENT[1:],
+    ]
+    assert cli(*args) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert [r["transfer.mode"] for r in result["rows"]] == ["scratch", "distill"]
+    assert all(len(r["runs"]) == 2 for r in result["rows"])
+    assert (out / "results.png").stat().st_size > 0
+    assert "| distill |" in (out / "results.md").read_text()
+    assert result["command"].startswith("attnxfer sweep --grid transfer.mode=scratch,distill")
+    summaries = sorted(out.rglob("summary.json"))
+    assert len(summaries) == 4
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    capsys.readouterr()
+    assert cli(*args) == 0  # everything finished: nothing is trained again
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
+    assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
+
+
+def test_a_failing_cell_names_its_log_and_a_bad_cell_runs_nothing(tmp_path):
+    with pytest.raises(AttnxferError, match=r"unknown config key optim\.nope"):
+        run_cell(Cell("bad", overrides=["optim.nope=1"]), tmp_path)
+    assert not any(tmp_path.iterdir())
+    cell = Cell("broken", overrides=["transfer.mode=scratch", "data.batch_size=64"])
+    with pytest.raises(AttnxferError, match=r"cell broken failed \(exit 2\).*broken\.log"):
+        run_cell(cell, tmp_path)  # no student.arch and no teacher: refused by train
+    assert "set student.arch" in (tmp_path / "broken.log").read_text()
+
+
+def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
+    """The whole table on digits with a tiny teacher: every row, the ensemble, the files."""
+    from attnxfer import reproduce as R
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data: {name: digits, scale: [0.6, 1.0], hflip: 0.0}\n")
+    monkeypatch.setitem(
+        R.TIERS,
+        "cpu",
+        R.Tier(
+            config=str(recipe),
+            teacher=str(teacher_file),
+            shift_teacher=str(teacher_file),
+            seeds=(0, 1),
+            note="test",
+        ),
+    )
+    out = tmp_path / "repro"
+    args = ["reproduce", "--out", str(out), "data.train_subset=256", *TINY_STUDENT[1:]]
+    assert cli(*args) == 0
+    report = json.loads((out / "results.json").read_text())
+    rows = {r["method"]: r for r in report["rows"]}
+    assert list(rows) == [*R.METHODS, "ensemble"]
+    assert all(len(r["runs"]) == 2 for r in rows.values())
+    assert rows["scratch"]["gap_recovered"] == 0 and rows["finetune"]["gap_recovered"] == 100
+    assert rows["copy"]["paper_gap_recovered"] == pytest.approx(77.78, abs=0.01)
+    assert (out / "results.png").stat().st_size > 0
+    md = (out / "results.md").read_text()
+    assert "| distill |" in md and "Hardware:" in md
+    assert "attnxfer reproduce" in md
