@@ -1,27 +1,52 @@
-"""Looking at attention: per-layer maps of any timm ViT (or a routed student)."""
+"""Looking at attention: per-layer maps, map similarity between models, transfer counts.
+
+- :func:`attention_maps`: every block's ``[B, H, N, N]`` map of any timm ViT, or the map an
+  ``AttentionTransfer`` model actually attends with (a copy student uses its teacher's Q and/or K).
+- :func:`js_divergence`, :func:`head_costs`, :func:`layer_similarity`: Jensen-Shannon divergence
+  between two models' maps, layer by layer, averaged over images and query tokens, with heads
+  paired by index, by an optimal one-to-one assignment (Hungarian), by the best match per head,
+  or after averaging over heads.
+- :func:`transfer_counts`: how many numbers per image each kind of transfer moves.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from . import functional as AF
-from .routes import _Route
+from . import routes as R
+from .errors import AttnxferError
+
+PAIRINGS = ("index", "hungarian", "best", "averaged")
+
+
+def _blocks(model: nn.Module) -> nn.Module:
+    student = getattr(model, "student", None)
+    return (student if student is not None else model).blocks
 
 
 @torch.no_grad()
 def attention_maps(model: nn.Module, images: Tensor) -> list[Tensor]:
-    """Every block's own attention maps ``[B, H, N, N]`` for ``images``, first block first.
+    """Every block's attention maps ``[B, H, N, N]`` for ``images``, first block first.
 
-    Works on a plain timm ViT, a teacher with taps, or a student with routes: each block's
-    attention input is captured by a forward hook and its maps recomputed from ``qkv``
-    (and qk-norm). For a copy-mode student this is the student's *own* Q/K map, not the
-    teacher's map it uses.
+    Works on a plain timm ViT, a teacher with taps, or an ``AttentionTransfer`` model: each
+    block's attention input is captured by a forward hook and its map recomputed from ``qkv``
+    (and qk-norm). For a wrapper, the map is the one the student attends with: in copy layers
+    the teacher's queries (copy, copy_q) and keys (copy, copy_k) replace the student's in the
+    transferred heads; a student called alone gives its own Q/K map.
     """
-    blocks = model.blocks
-    inputs: dict[int, Tensor] = {}
+    blocks = _blocks(model)
+    seen: dict[int, tuple[Tensor, Any]] = {}
+
+    def hook(module, args, output, i):
+        link = getattr(module, "link", None)
+        seen[i] = (args[0], None if link is None else link.teacher)
+
     hooks = [
-        blk.attn.register_forward_hook(lambda m, a, o, i=i: inputs.__setitem__(i, a[0]))
+        blk.attn.register_forward_hook(lambda m, a, o, i=i: hook(m, a, o, i))
         for i, blk in enumerate(blocks)
     ]
     try:
@@ -29,10 +54,166 @@ def attention_maps(model: nn.Module, images: Tensor) -> list[Tensor]:
     finally:
         for h in hooks:
             h.remove()
-    if len(inputs) != len(blocks):  # a hook that never fired must not go unnoticed
-        raise RuntimeError(f"captured {len(inputs)} of {len(blocks)} attention inputs")
+    if len(seen) != len(blocks):  # a hook that never fired must not go unnoticed
+        raise RuntimeError(f"captured {len(seen)} of {len(blocks)} attention inputs")
     maps = []
     for i, blk in enumerate(blocks):
-        q, k, _ = _Route.project(blk.attn, inputs[i])  # same submodule names as timm's
-        maps.append(AF.attention_map(q, k, blk.attn.scale))
+        x, teacher = seen[i]
+        q, k, _ = R._Route.project(blk.attn, x)  # same submodule names as timm's
+        scale = blk.attn.scale
+        attn = blk.attn
+        if teacher is not None and isinstance(attn, R.CopyMap | R.CopyQ | R.CopyK):
+            heads = list(attn.heads)
+            if isinstance(attn, R.CopyMap | R.CopyQ):
+                q = q.clone()
+                q[:, heads] = attn.pick(teacher.q).to(q.dtype)
+            if isinstance(attn, R.CopyMap | R.CopyK):
+                k = k.clone()
+                k[:, heads] = attn.pick(teacher.k).to(k.dtype)
+            if isinstance(attn, R.CopyMap) and attn.all_heads:
+                scale = teacher.scale
+        maps.append(AF.attention_map(q, k, scale))
     return maps
+
+
+def js_divergence(p: Tensor, q: Tensor, dim: int = -1) -> Tensor:
+    """Jensen-Shannon divergence (natural log) between distributions along ``dim``:
+    ``(KL(p || m) + KL(q || m)) / 2`` with ``m = (p + q) / 2``; ``0 log 0 = 0``. In [0, log 2]."""
+    m = 0.5 * (p + q)
+    kl_p = (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(dim)
+    kl_q = (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(dim)
+    return (0.5 * (kl_p + kl_q)).clamp_min(0.0)
+
+
+def head_costs(a: Tensor, b: Tensor) -> Tensor:
+    """``[Ha, Hb]``: JS divergence between head i of ``a`` and head j of ``b`` (maps
+    ``[B, H, N, N]``), summed over images and averaged over query tokens."""
+    out = torch.empty(a.shape[1], b.shape[1], dtype=torch.float64)
+    for i in range(a.shape[1]):
+        js = js_divergence(a[:, i : i + 1].double(), b.double())  # [B, Hb, N]
+        out[i] = js.mean(dim=2).sum(dim=0)
+    return out
+
+
+def pair_heads(cost: Tensor, pairing: str) -> float:
+    """Mean divergence over the heads of the first model under ``pairing`` (from the
+    ``[Ha, Hb]`` cost of :func:`head_costs`, already averaged over images)."""
+    if pairing == "index":
+        if cost.shape[0] != cost.shape[1]:
+            raise AttnxferError(
+                f"pairing heads by index needs equal head counts ({cost.shape[0]} vs "
+                f"{cost.shape[1]}); use hungarian, best or averaged"
+            )
+        return cost.diagonal().mean().item()
+    if pairing == "hungarian":
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(cost.numpy())
+        return cost[rows, cols].mean().item()
+    if pairing == "best":
+        return cost.min(dim=1).values.mean().item()
+    raise AttnxferError(f"unknown head pairing {pairing!r}: choose {', '.join(PAIRINGS)}")
+
+
+@torch.no_grad()
+def layer_similarity(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    batches: list[Tensor],
+    pairings: tuple[str, ...] = PAIRINGS,
+) -> dict[str, list[float]]:
+    """Per-layer JS divergence between two models' maps (same depth and token count), averaged
+    over all images and query tokens: ``{pairing: [layer 0, layer 1, ...]}``."""
+    for p in pairings:
+        if p not in PAIRINGS:
+            raise AttnxferError(f"unknown head pairing {p!r}: choose {', '.join(PAIRINGS)}")
+    costs: list[Tensor] | None = None
+    averaged: list[float] | None = None
+    count = 0
+    for images in batches:
+        maps_a, maps_b = attention_maps(model_a, images), attention_maps(model_b, images)
+        if len(maps_a) != len(maps_b) or maps_a[0].shape[-1] != maps_b[0].shape[-1]:
+            raise AttnxferError(
+                f"the models differ in depth or tokens ({len(maps_a)} x {maps_a[0].shape[-1]} "
+                f"vs {len(maps_b)} x {maps_b[0].shape[-1]}): compare models of one architecture"
+            )
+        batch_costs = [head_costs(a, b) for a, b in zip(maps_a, maps_b, strict=True)]
+        batch_avg = [
+            js_divergence(a.double().mean(1), b.double().mean(1)).mean(1).sum().item()
+            for a, b in zip(maps_a, maps_b, strict=True)
+        ]
+        costs = (
+            batch_costs
+            if costs is None
+            else [c + d for c, d in zip(costs, batch_costs, strict=True)]
+        )
+        averaged = (
+            batch_avg
+            if averaged is None
+            else [x + y for x, y in zip(averaged, batch_avg, strict=True)]
+        )
+        count += images.shape[0]
+    if costs is None or averaged is None:
+        raise AttnxferError("no images to compare the models on")
+    out = {}
+    for p in pairings:
+        if p == "averaged":
+            out[p] = [x / count for x in averaged]
+        else:
+            out[p] = [pair_heads(c / count, p) for c in costs]
+    return out
+
+
+def transfer_counts(model: nn.Module) -> dict[str, Any]:
+    """Numbers per image moved from teacher to student, per layer and in total, for each kind
+    of transfer: Q (or K, or V): ``N x D``; Q and K: ``2 N D``; full maps: ``H N^2``."""
+    n = model.patch_embed.num_patches + getattr(model, "num_prefix_tokens", 1)
+    depth = len(model.blocks)
+    attn = model.blocks[0].attn
+    heads, dim = attn.num_heads, model.embed_dim
+    per_layer = {"q_or_k": n * dim, "q_and_k": 2 * n * dim, "maps": heads * n * n}
+    return {
+        "tokens": n,
+        "heads": heads,
+        "dim": dim,
+        "depth": depth,
+        "per_layer": per_layer,
+        "total": {k: v * depth for k, v in per_layer.items()},
+        "maps_over_q_and_k": per_layer["maps"] / per_layer["q_and_k"],
+    }
+
+
+def count_table(archs: list[str], sizes: list[int]) -> list[dict[str, Any]]:
+    """:func:`transfer_counts` for timm architectures at several resolutions (built on the
+    meta device: no weights, no memory)."""
+    import timm
+
+    rows = []
+    for arch in archs:
+        for size in sizes:
+            try:
+                with torch.device("meta"):
+                    model = timm.create_model(arch, img_size=size, num_classes=0)
+            except (RuntimeError, TypeError, ValueError) as e:
+                raise AttnxferError(f"cannot build {arch} at {size} px: {e}") from None
+            rows.append({"arch": arch, "img_size": size, **transfer_counts(model)})
+    return rows
+
+
+def count_markdown(rows: list[dict[str, Any]]) -> str:
+    def m(x: int) -> str:
+        return f"{x / 1e6:.2f} M" if x >= 1e5 else f"{x / 1e3:.1f} k"
+
+    lines = [
+        "| model | px | tokens | heads x depth | Q per layer | Q+K per layer | maps per layer | "
+        "Q total | Q+K total | maps total | maps / (Q+K) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p, t = r["per_layer"], r["total"]
+        lines.append(
+            f"| {r['arch']} | {r['img_size']} | {r['tokens']} | {r['heads']} x {r['depth']} | "
+            f"{m(p['q_or_k'])} | {m(p['q_and_k'])} | {m(p['maps'])} | {m(t['q_or_k'])} | "
+            f"{m(t['q_and_k'])} | {m(t['maps'])} | {r['maps_over_q_and_k']:.1f} |"
+        )
+    return "\n".join(lines)

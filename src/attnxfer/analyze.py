@@ -1,0 +1,242 @@
+"""``attnxfer analyze similarity | maps | count``: the paper's analyses as commands.
+
+Models are named by a run or checkpoint directory (a trained student, rebuilt with its teacher
+for copy modes), a teacher source (a file, ``hf-hub:`` id or timm name), or ``random:SOURCE``
+(the architecture of SOURCE with fresh weights: the "random init" reference).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import analysis as A
+from .errors import AttnxferError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Named:
+    name: str
+    model: nn.Module
+    mean: tuple
+    std: tuple
+
+
+def load_model(source: str, img_size: int | None = None) -> Named:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from .inference import load_trained
+    from .models import build_student, build_teacher
+
+    label, sep, rest = source.partition("=")
+    name, source = (label, rest) if sep else (Path(source).name or source, source)
+    path = Path(source)
+    if path.is_dir() and ((path / "meta.json").is_file() or (path / "checkpoints").is_dir()):
+        loaded = load_trained(path)
+        meta = loaded.meta
+        return Named(name, loaded.model.eval(), tuple(meta["mean"]), tuple(meta["std"]))
+    fresh = source.startswith("random:")
+    teacher = build_teacher(source.removeprefix("random:"), img_size=img_size)
+    cfg = getattr(teacher, "pretrained_cfg", None) or {}
+    mean = tuple(cfg.get("mean") or IMAGENET_DEFAULT_MEAN)
+    std = tuple(cfg.get("std") or IMAGENET_DEFAULT_STD)
+    if fresh:
+        torch.manual_seed(0)
+        teacher = build_student(teacher, getattr(teacher, "num_classes", 0) or 0)
+    return Named(name, teacher.eval(), mean, std)
+
+
+def image_batches(
+    data: str, split: str | None, count: int, img_size: int, mean, std, batch: int = 32
+) -> list[torch.Tensor]:
+    """``count`` evaluation-transformed images, evenly spread over the set (fixed picks)."""
+    from .config import DataConfig
+    from .data import build_transform, raw_dataset
+    from .inference import parse_set
+
+    _, (name, root) = parse_set(f"x={data}")
+    cfg = DataConfig(name=name, root=root, img_size=img_size)
+    raw = raw_dataset(cfg, split or ("val" if name in ("digits", "imagefolder") else "test"))
+    tf = build_transform(cfg, False, tuple(mean), tuple(std))
+    step = max(1, len(raw) // count)
+    picks = list(range(0, len(raw), step))[:count]
+    images = []
+    for i in picks:
+        sample = raw[i]
+        if sample is not None:
+            images.append(tf(sample[0]))
+    if not images:
+        raise AttnxferError(f"no readable images in {data}")
+    stacked = torch.stack(images)
+    return list(stacked.split(batch))
+
+
+def similarity(
+    models: list[str],
+    reference: str,
+    data: str,
+    out: Path,
+    split: str | None = None,
+    count: int = 64,
+    img_size: int | None = None,
+    pairings: tuple[str, ...] = A.PAIRINGS,
+) -> dict[str, Any]:
+    """JS divergence of each model's maps to ``reference``'s, per layer and pairing."""
+    ref = load_model(reference, img_size)
+    size = img_size or _img_size(ref.model)
+    batches = image_batches(data, split, count, size, ref.mean, ref.std)
+    result: dict[str, Any] = {
+        "reference": ref.name,
+        "data": data,
+        "images": sum(b.shape[0] for b in batches),
+        "pairings": list(pairings),
+        "models": {},
+    }
+    for source in models:
+        other = load_model(source, size)
+        log.info("similarity: %s vs %s", other.name, ref.name)
+        result["models"][other.name] = A.layer_similarity(other.model, ref.model, batches, pairings)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "similarity.json").write_text(json.dumps(result, indent=1))
+    (out / "similarity.md").write_text(similarity_markdown(result))
+    plot_similarity(result, out / "similarity.png")
+    return result
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The ViT itself: a wrapper's student, or the model."""
+    student = getattr(model, "student", None)
+    return model if student is None else student
+
+
+def _img_size(model: nn.Module) -> int:
+    return int(_inner(model).patch_embed.img_size[0])
+
+
+def similarity_markdown(r: dict[str, Any]) -> str:
+    depth = len(next(iter(next(iter(r["models"].values())).values())))
+    head = ["model", "pairing", *(f"L{i}" for i in range(depth)), "mean"]
+    lines = [
+        f"# Attention-map JS divergence to {r['reference']} ({r['images']} images of "
+        f"{r['data']}; natural log, 0 = identical, at most ln 2 = 0.693)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name, per in r["models"].items():
+        for pairing, values in per.items():
+            cells = [f"{v:.3f}" for v in values] + [f"{sum(values) / len(values):.3f}"]
+            lines.append(f"| {name} | {pairing} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_similarity(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairings = r["pairings"]
+    fig, axes = plt.subplots(1, len(pairings), figsize=(3.4 * len(pairings), 3), sharey=True)
+    axes = [axes] if len(pairings) == 1 else list(axes)
+    for ax, pairing in zip(axes, pairings, strict=True):
+        for name, per in r["models"].items():
+            ax.plot(range(len(per[pairing])), per[pairing], marker="o", label=name)
+        ax.set_title(f"heads: {pairing}", fontsize=9)
+        ax.set_xlabel("layer")
+    axes[0].set_ylabel(f"JS divergence to {r['reference']}")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def maps_figure(
+    models: list[str],
+    data: str,
+    out: Path,
+    layers: list[int] | None = None,
+    queries: list[int] | None = None,
+    count: int = 3,
+    split: str | None = None,
+    img_size: int | None = None,
+) -> list[Path]:
+    """One PNG per layer: rows are (image, query token), columns the models; each panel is the
+    head-averaged attention of the query over the patches, drawn over the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loaded = [load_model(m, img_size) for m in models]
+    first = loaded[0]
+    size = img_size or _img_size(first.model)
+    (images,) = image_batches(data, split, count, size, first.mean, first.std, batch=count)
+    inner = _inner(first.model)
+    prefix = getattr(inner, "num_prefix_tokens", 0)
+    grid = inner.patch_embed.grid_size
+    depth = len(inner.blocks)
+    layers = list(range(depth)) if layers is None else layers
+    for layer in layers:
+        if not -depth <= layer < depth:
+            raise AttnxferError(f"layer {layer} out of range: the models have {depth} layers")
+    n_patches = grid[0] * grid[1]
+    centre = (grid[0] // 2) * grid[1] + grid[1] // 2
+    token_queries = queries if queries is not None else [centre]
+    for q in token_queries:
+        if not 0 <= q < n_patches:
+            raise AttnxferError(f"query patch {q} out of range: 0..{n_patches - 1}")
+    picks = ([("class", 0)] if prefix else []) + [(f"patch {q}", prefix + q) for q in token_queries]
+    maps = {m.name: A.attention_maps(m.model, images) for m in loaded}
+    mean = torch.tensor(first.mean).view(3, 1, 1)
+    std = torch.tensor(first.std).view(3, 1, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for layer in layers:
+        rows = [(i, label, tok) for i in range(images.shape[0]) for label, tok in picks]
+        fig, axes = plt.subplots(
+            len(rows),
+            len(loaded) + 1,
+            figsize=(1.9 * (len(loaded) + 1), 1.9 * len(rows)),
+            squeeze=False,
+        )
+        for r, (i, label, tok) in enumerate(rows):
+            picture = (images[i] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+            axes[r, 0].imshow(picture)
+            axes[r, 0].set_ylabel(label, fontsize=7)
+            if tok >= prefix:
+                q = tok - prefix
+                axes[r, 0].scatter(
+                    [(q % grid[1] + 0.5) * size / grid[1]],
+                    [(q // grid[1] + 0.5) * size / grid[0]],
+                    marker="x",
+                    color="red",
+                    s=30,
+                )
+            for c, m in enumerate(loaded, start=1):
+                attn = maps[m.name][layer][i].mean(0)[tok, prefix:].reshape(grid)
+                heat = torch.nn.functional.interpolate(
+                    attn[None, None].float(), size=(size, size), mode="nearest"
+                )[0, 0]
+                axes[r, c].imshow(picture)
+                axes[r, c].imshow(heat.numpy(), cmap="inferno", alpha=0.6)
+                if r == 0:
+                    axes[r, c].set_title(m.name, fontsize=8)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"layer {layer % depth}: attention of the query (mean over heads)", fontsize=9)
+        fig.tight_layout()
+        path = out / f"maps_layer{layer % depth}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
