@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -60,26 +61,39 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_train_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    t.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        default=[],
-        metavar="YAML",
-        help="config file; repeat to merge several (later wins)",
+
+    r = sub.add_parser(
+        "pretrain",
+        help="make a teacher: MAE or supervised pre-training of a timm ViT",
+        epilog=_train_epilog().replace("attnxfer train", "attnxfer pretrain"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    t.add_argument(
-        "--resume",
-        metavar="auto|PATH",
-        help="'auto': continue from the newest good checkpoint in run.output; or a "
-        "checkpoint directory",
+    r.add_argument(
+        "--method",
+        choices=["mae", "supervised"],
+        help="overrides pretrain.method (default mae); the encoder ends in RUN/teacher/",
     )
-    t.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="config overrides (values parsed as YAML)",
-    )
+    for q in (t, r):
+        q.add_argument(
+            "-c",
+            "--config",
+            action="append",
+            default=[],
+            metavar="YAML",
+            help="config file; repeat to merge several (later wins)",
+        )
+        q.add_argument(
+            "--resume",
+            metavar="auto|PATH",
+            help="'auto': continue from the newest good checkpoint in run.output; or a "
+            "checkpoint directory",
+        )
+        q.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="section.key=value",
+            help="config overrides (values parsed as YAML)",
+        )
 
     e = sub.add_parser("eval", help="evaluate trained models and their ensemble")
     e.add_argument(
@@ -108,16 +122,110 @@ def _parser() -> argparse.ArgumentParser:
         help="an evaluation set: a dataset name (digits, imagefolder, cifar10, ...) "
         "and its root; repeatable. Default: the first model's own validation set",
     )
-    e.add_argument("--split", default="val", help="split folder / split of each set (val)")
+    e.add_argument(
+        "--split",
+        help="split folder / split of each set (default: the first model's data.val_split)",
+    )
     e.add_argument(
         "--class-map",
         metavar="FILE",
         help="text file: line i is the model class index of evaluation label i "
         "(label spaces that are a subset of the model's, as ImageNet-A/-R)",
     )
+    e.add_argument(
+        "--reference-set",
+        metavar="LABEL",
+        help="the in-distribution set: also report each set's top-1 drop from it",
+    )
     e.add_argument("--batch-size", type=int, default=128)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    d = sub.add_parser(
+        "prepare",
+        help="unpack real data (../shared/data archives) into ImageFolder layouts in a cache",
+    )
+    d.add_argument("name", help="cifar10-jpeg, tiny-imagenet, cifar10-c or digits-shift")
+    d.add_argument("--source", default="../shared/data", help="folder of the archives")
+    d.add_argument("--cache", default="~/.cache/attnxfer", help="where the layouts go")
+
+    w = sub.add_parser(
+        "sweep",
+        help="a grid of training runs from one config (finished cells skipped), one table",
+    )
+    w.add_argument("-c", "--config", action="append", default=[], metavar="YAML")
+    w.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a config key and its values (separate by | when values hold commas); repeat "
+        "for a product grid",
+    )
+    w.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    w.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
+    w.add_argument("--metric", default="val_top1", help="summary key to tabulate (val_top1)")
+    w.add_argument("--title")
+    w.add_argument("overrides", nargs="*", metavar="section.key=value")
+
+    o = sub.add_parser(
+        "reproduce",
+        help="the paper's main table at small scale on CIFAR-10 (scratch, fine-tune, copy, "
+        "distill, feature distillation, ensemble), several seeds",
+    )
+    o.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
+    o.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
+    o.add_argument("--seeds", help="comma-separated seeds (default: the tier's)")
+    o.add_argument("--teacher", help="in-distribution teacher file (default: the tier's)")
+    o.add_argument(
+        "--shift",
+        action="store_true",
+        help="also the Tiny-ImageNet teacher's rows and corrupted CIFAR-10 evaluation",
+    )
+    o.add_argument("--shift-teacher", help="teacher pre-trained on other data")
+    o.add_argument("--cache", default="~/.cache/attnxfer", help="prepared data (cifar10-c)")
+    o.add_argument("overrides", nargs="*", metavar="section.key=value")
+
+    a = sub.add_parser("analyze", help="attention analyses: similarity, maps, count")
+    asub = a.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    models_help = (
+        "run/checkpoint directories, teacher sources (file, hf-hub: id, timm name) or "
+        "random:SOURCE; LABEL=SOURCE names a column"
+    )
+    s_ = asub.add_parser(
+        "similarity", help="JS divergence of models' attention maps to a reference, per layer"
+    )
+    s_.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
+    s_.add_argument("--reference", required=True, metavar="MODEL")
+    s_.add_argument(
+        "--pairing",
+        default="index,hungarian,best,averaged",
+        help="head pairings, comma-separated (index, hungarian, best, averaged)",
+    )
+    m_ = asub.add_parser("maps", help="attention of query tokens over images, model by model")
+    m_.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
+    m_.add_argument("--layers", help="comma-separated layer indices (default all)")
+    m_.add_argument("--queries", help="comma-separated patch indices (default the centre patch)")
+    for q in (s_, m_):
+        q.add_argument(
+            "--data",
+            required=True,
+            help="digits, NAME:ROOT (imagefolder:/path/to/folder holding SPLIT/<class>/)",
+        )
+        q.add_argument("--split", help="split / sub-folder (default val, or test)")
+        q.add_argument("--images", type=int, default=None, help="how many images")
+        q.add_argument("--img-size", type=int, help="input size (default the first model's)")
+        q.add_argument("--out", required=True, help="output folder")
+    c_ = asub.add_parser(
+        "count", help="numbers per image moved by each kind of transfer (Q, Q+K, maps)"
+    )
+    c_.add_argument(
+        "--models",
+        default="vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224,"
+        "vit_large_patch16_224,vit_huge_patch14_224",
+    )
+    c_.add_argument("--sizes", default="224,384,512,1024")
+    c_.add_argument("--out", help="also write count.md and count.json here")
 
     x = sub.add_parser("export", help="write a trained student as a plain timm checkpoint")
     x.add_argument("model", metavar="RUN_OR_CHECKPOINT")
@@ -148,9 +256,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
     from .config import load_config
-    from .engine import train
 
     configs = list(args.config)
     if args.resume and not configs:
@@ -160,75 +267,164 @@ def _train(args: argparse.Namespace) -> int:
         )
         if output and (Path(output) / "config.yaml").is_file():
             configs = [str(Path(output) / "config.yaml")]
-    cfg = load_config(configs, args.overrides)
-    summary = train(cfg, resume=args.resume)
+    return load_config(configs, args.overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .engine import train
+
+    summary = train(_config(args), resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import pretrain
+
+    cfg = _config(args)
+    if args.method:
+        cfg.pretrain.method = args.method
+    summary = pretrain(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
+    from .engine import setup_distributed
+    from .inference import evaluate_models, parse_set, read_class_map
 
-    from .config import DataConfig
-    from .data import ResumableSampler, SeededTransform, build_transform, collate, raw_dataset
-    from .engine import evaluate, setup_distributed
-    from .inference import Ensemble, load_trained
-
+    sets = dict(parse_set(s) for s in args.sets)
+    ref = args.reference_set
+    if ref is not None and ref not in (sets or {"val": None}):
+        raise AttnxferError(f"--reference-set {ref!r} is not one of the --set labels")
     d = setup_distributed(args.device)
-    kinds = ["raw", "ema"] if args.weights == "both" else [args.weights]
-    members = [load_trained(m, w) for m in args.models for w in kinds]
-    first = members[0].meta
-    for m in members:
-        m.model.to(d.device)
-        if m.meta["mean"] != first["mean"] or m.meta["std"] != first["std"]:
-            raise AttnxferError("the models normalise inputs differently; evaluate them apart")
-    base = DataConfig(**first["config"]["data"])
-    sets = {"val": base} if not args.sets else {}
-    for spec in args.sets:
-        label, sep, rest = spec.partition("=")
-        if not sep:
-            raise AttnxferError(f"--set {spec!r} is not LABEL=NAME[:ROOT]")
-        name, _, root = rest.partition(":")
-        sets[label] = DataConfig(**{**vars(base), "name": name, "root": root or None})
-    subset = None
-    if args.class_map:
-        try:
-            subset = [int(line) for line in Path(args.class_map).read_text().split()]
-        except (OSError, ValueError) as e:
-            raise AttnxferError(f"--class-map {args.class_map}: {e}") from None
-    models = [(m.name, m.model) for m in members]
-    if args.ensemble:
-        if len(members) < 2:
-            raise AttnxferError("--ensemble needs at least two models")
-        models.append(("ensemble", Ensemble([m.model for m in members])))
-    results: dict[str, dict[str, dict]] = {}
-    for label, data_cfg in sets.items():
-        raw = raw_dataset(data_cfg, args.split)
-        tf = build_transform(data_cfg, False, tuple(first["mean"]), tuple(first["std"]))
-        sampler = ResumableSampler(len(raw), False, rank=d.rank, world=d.world, pad=False)
-        loader = DataLoader(
-            SeededTransform(raw, tf, 0),
-            batch_size=args.batch_size,
-            sampler=sampler,
-            collate_fn=collate,
-        )
-        for name, model in models:
-            with torch.no_grad():
-                results.setdefault(name, {})[label] = evaluate(
-                    model, loader, d, class_subset=subset
-                )
+    results = evaluate_models(
+        args.models,
+        sets=sets,
+        split=args.split,
+        weights=args.weights,
+        ensemble=args.ensemble,
+        class_subset=read_class_map(args.class_map) if args.class_map else None,
+        batch_size=args.batch_size,
+        d=d,
+    )
+    if ref is not None:
+        for per_set in results.values():
+            for r in per_set.values():
+                r["drop"] = per_set[ref]["top1"] - r["top1"]
     if d.main:
-        print(f"{'model':40} {'set':14} {'top1':>7} {'top5':>7} {'loss':>8} {'images':>7}")
+        drop = f" {'drop':>7}" if ref else ""
+        print(f"{'model':40} {'set':14} {'top1':>7} {'top5':>7} {'loss':>8} {'images':>7}{drop}")
         for name, per_set in results.items():
             for label, r in per_set.items():
+                extra = f" {r['drop']:7.2f}" if ref else ""
                 print(
                     f"{name:40.40} {label:14.14} {r['top1']:7.2f} {r['top5']:7.2f} "
-                    f"{r['loss']:8.4f} {r['count']:7d}"
+                    f"{r['loss']:8.4f} {r['count']:7d}{extra}"
                 )
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    prepare(args.name, Path(args.source), Path(args.cache))
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise AttnxferError(f"--seeds {text!r} must be comma-separated integers") from None
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    result = sweep(
+        args.config,
+        args.grid,
+        _seeds(args.seeds),
+        Path(args.out),
+        fixed=args.overrides,
+        metric=args.metric,
+        title=args.title,
+        command=args.command_line,
+    )
+    print((Path(args.out) / "results.md").read_text())
+    return 0 if result["rows"] else 1
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    reproduce(
+        args.tier,
+        Path(args.out),
+        seeds=_seeds(args.seeds) if args.seeds else None,
+        shift=args.shift,
+        overrides=args.overrides,
+        teacher=args.teacher,
+        shift_teacher=args.shift_teacher,
+        cache=args.cache,
+        command=args.command_line,
+    )
+    print((Path(args.out) / "results.md").read_text())
+    return 0
+
+
+def _ints(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AttnxferError(f"{what} {text!r} must be comma-separated integers") from None
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from . import analysis
+    from . import analyze as AZ
+
+    if args.analysis == "count":
+        rows = analysis.count_table(args.models.split(","), _ints(args.sizes, "--sizes"))
+        table = analysis.count_markdown(rows)
+        print(table)
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "count.md").write_text(table + "\n")
+            (out / "count.json").write_text(json.dumps(rows, indent=1))
+        return 0
+    if args.analysis == "similarity":
+        AZ.similarity(
+            args.models,
+            args.reference,
+            args.data,
+            Path(args.out),
+            split=args.split,
+            count=args.images or 64,
+            img_size=args.img_size,
+            pairings=tuple(p.strip() for p in args.pairing.split(",")),
+        )
+        print((Path(args.out) / "similarity.md").read_text())
+        return 0
+    paths = AZ.maps_figure(
+        args.models,
+        args.data,
+        Path(args.out),
+        layers=_ints(args.layers, "--layers"),
+        queries=_ints(args.queries, "--queries"),
+        count=args.images or 3,
+        split=args.split,
+        img_size=args.img_size,
+    )
+    print("\n".join(str(p) for p in paths))
     return 0
 
 
@@ -249,13 +445,24 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.command_line = shlex.join(["attnxfer", *(sys.argv[1:] if argv is None else argv)])
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format="%(message)s",
         stream=sys.stderr,
     )
-    handlers = {"train": _train, "eval": _eval, "export": _export, "demo": _demo}
+    handlers = {
+        "train": _train,
+        "pretrain": _pretrain,
+        "prepare": _prepare,
+        "sweep": _sweep,
+        "reproduce": _reproduce,
+        "analyze": _analyze,
+        "eval": _eval,
+        "export": _export,
+        "demo": _demo,
+    }
     try:
         return handlers[args.command](args)
     except AttnxferError as e:
