@@ -94,6 +94,8 @@ def test_mae_pretrain_writes_a_teacher_that_transfers(tmp_path, capsys):
     assert summary["teacher"] == str(teacher_path)
     card = json.loads((out / "teacher" / "model.json").read_text())
     assert card["pretrain"]["method"] == "mae" and card["args"]["embed_dim"] == 32
+    readme = (out / "teacher" / "README.md").read_text()
+    assert "| 2 | " in readme and "sha256" in readme and "mask ratio 0.75" in readme
     teacher = build_teacher(str(teacher_path))
     ckpt = list_checkpoints(out)[-1]
     trained = load_file(ckpt / "student.safetensors")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
@@ -253,6 +253,80 @@ def write_teacher(
     return weights
 
 
+def write_card(run_dir: Path, title: str | None = None) -> Path:
+    """``RUN/teacher/README.md``: how the teacher was made and how good it is, read off the
+    run's own files (resolved config, summary, per-epoch metrics)."""
+    import hashlib
+
+    import yaml
+
+    from .reproduce import hardware
+
+    teacher = run_dir / "teacher"
+    card = json.loads((teacher / "model.json").read_text())
+    summary = card["pretrain"]
+    config = (run_dir / "config.yaml").read_text()
+    cfg = yaml.safe_load(config)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in lines if any(k.startswith(("val_", "ema_")) for k in r)]
+    digest = hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()
+    method = summary["method"]
+    d = cfg["data"]
+    n_params = sum(v.numel() for v in load_file(teacher / "model.safetensors").values())
+    text = [
+        f"# {title or run_dir.name}: a {method.upper() if method == 'mae' else method} teacher",
+        "",
+        "Made by attnxfer itself (`attnxfer pretrain`); weights in `model.safetensors`, "
+        "architecture and input normalisation in `model.json`. Load it with "
+        "`teacher.source=<this folder>/model.safetensors`.",
+        "",
+        f"- Architecture: timm `{card['architecture']}` with `{json.dumps(card['args'])}` "
+        f"({n_params / 1e6:.2f} M parameters).",
+        f"- Method: {method}"
+        + (
+            f", mask ratio {cfg['pretrain']['mask_ratio']}, decoder "
+            f"{cfg['pretrain']['decoder_depth']} x {cfg['pretrain']['decoder_dim']} wide, "
+            f"normalised-pixel loss {cfg['pretrain']['norm_pix_loss']}."
+            if method == "mae"
+            else "."
+        ),
+        f"- Data: `{d['name']}` at `{d['root']}` (split `{d['train_split']}`"
+        + (f", subset of {d['train_subset']}" if d.get("train_subset") else "")
+        + f"), read at {d['img_size']} px; validation split `{d['val_split']}`.",
+        f"- Schedule: {summary['epochs']} epochs, {summary['steps']} steps of batch "
+        f"{d['batch_size']}; "
+        + (
+            f"lr {cfg['optim']['lr']}"
+            if cfg["optim"]["lr"] is not None
+            else f"blr {cfg['optim']['blr']} (per 256 images)"
+        )
+        + ", warmup "
+        f"{cfg['optim']['warmup_epochs']} epochs, weight decay {cfg['optim']['weight_decay']}, "
+        f"betas {cfg['optim']['betas']}; augmentation: random resized crop "
+        f"{d['scale']}, flip {d['hflip']}.",
+        f"- Hardware: {hardware()}; training time {summary['seconds'] / 60:.1f} min.",
+        f"- Weights: the {summary['weights']} weights; sha256 `{digest}`.",
+        "",
+        "Quality on the validation split, per evaluation:",
+        "",
+        "| epoch | " + " | ".join(k for k in evals[-1] if k not in ("epoch", "step")) + " |",
+        "|---|" + "---|" * (len(evals[-1]) - 2),
+    ]
+    for r in evals:
+        values = [f"{v:.4f}" for k, v in r.items() if k not in ("epoch", "step")]
+        text.append(f"| {r['epoch']} | " + " | ".join(values) + " |")
+    if method == "mae":
+        text += [
+            "",
+            "`val_recon_loss`: mean squared error of the per-patch normalised pixels of the masked "
+            "patches under fixed masks (seed 0); predicting each patch's mean scores about 1.0.",
+        ]
+    text += ["", "Resolved configuration (`config.yaml` of the run):", "", "```yaml", config, "```"]
+    path = teacher / "README.md"
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
 def pretrain(cfg: Config, resume: str | None = None) -> dict[str, Any]:
     """Pre-train a teacher by ``cfg.pretrain.method``; returns the training summary, with
     ``teacher`` (the path of the exported encoder)."""
@@ -286,6 +360,7 @@ def pretrain(cfg: Config, resume: str | None = None) -> dict[str, Any]:
             path = write_teacher(trainer.run_dir / "teacher", model, state, card)
             summary["teacher"] = str(path)
             (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            write_card(trainer.run_dir)
             log.info("teacher written to %s (use teacher.source=%s)", path, path)
         return summary
     finally:
