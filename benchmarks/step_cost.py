@@ -52,10 +52,11 @@ def worker(args: argparse.Namespace) -> dict:
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 1000, (args.batch,), device=device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    forward = torch.compile(model) if args.compile else model
 
     def step() -> None:
         with amp:
-            out = model(x)
+            out = forward(x)
             loss = torch.nn.functional.cross_entropy(out.logits.float(), y) + out.transfer_loss
         loss.backward()
         opt.step()
@@ -86,6 +87,33 @@ def worker(args: argparse.Namespace) -> dict:
     }
 
 
+def _fits(args: argparse.Namespace, mode: str, impl: str | None, batch: int) -> bool:
+    argv = [a for a in sys.argv[1:] if a != "--max-batch"]
+    cmd = [sys.executable, __file__, *argv, "--batch", str(batch), "--steps", "1"]
+    cmd += ["--warmup", "1", "--worker", f"{mode}:{impl}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode and "out of memory" not in done.stderr.lower():
+        raise RuntimeError(f"{mode} {impl} batch {batch}: {done.stderr.strip()[-300:]}")
+    return done.returncode == 0
+
+
+def max_batches(args: argparse.Namespace, limit: int = 4096) -> None:
+    """Largest batch of each configuration that trains without running out of memory."""
+    rows = []
+    for mode, impl in CONFIGS:
+        low, high = 0, 1
+        while high <= limit and _fits(args, mode, impl, high):
+            low, high = high, high * 2
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if _fits(args, mode, impl, mid) else (low, mid)
+        rows.append({"mode": mode, "impl": impl, "max_batch": low})
+        print(f"{mode:16} {impl or '-':6} largest batch {low}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"setting": vars(args), "rows": rows}, f, indent=1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vit_small_patch16_224")
@@ -95,6 +123,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="torch.compile the whole model")
+    p.add_argument(
+        "--max-batch",
+        action="store_true",
+        help="instead of timing: the largest batch each configuration fits (CUDA; doubling, "
+        "then bisection, one process per trial)",
+    )
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -113,6 +148,8 @@ def main() -> None:
         f"{args.device} ({hw}), torch {torch.__version__}, median of {args.steps} steps"
     )
     print(head, flush=True)
+    if args.max_batch:
+        return max_batches(args)
     rows = []
     for mode, impl in CONFIGS:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{mode}:{impl}"]
