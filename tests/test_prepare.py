@@ -111,6 +111,21 @@ def test_digits_shift_sets(tmp_path):
     assert (mnist_m / "test" / "5" / "00000.png").is_file()
 
 
+def test_imagenet_sample_photos(tmp_path):
+    source, cache = tmp_path / "shared", tmp_path / "cache"
+    tar = source / "imagenet-sample-100" / "imagenet-sample-images-100.tar"
+    tar.parent.mkdir(parents=True)
+    with tarfile.open(tar, "w") as t:
+        for name in ("n01440764_tench.JPEG", "n01530575_brambling.JPEG"):
+            data = _png(64)
+            info = tarfile.TarInfo(f"imagenet-sample-images/{name}")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    prepare("imagenet-sample", source, cache)
+    photos = raw_dataset(DataConfig(name="imagefolder", root=str(cache / "imagenet-sample")), "val")
+    assert photos.classes == ["n01440764", "n01530575"] and len(photos) == 2
+
+
 def test_missing_archives_and_unknown_names_are_clear(tmp_path):
     with pytest.raises(AttnxferError, match="pass --source"):
         prepare("cifar10-jpeg", tmp_path / "nowhere", tmp_path / "cache")

@@ -145,7 +145,9 @@ def _parser() -> argparse.ArgumentParser:
         "prepare",
         help="unpack real data (../shared/data archives) into ImageFolder layouts in a cache",
     )
-    d.add_argument("name", help="cifar10-jpeg, tiny-imagenet, cifar10-c or digits-shift")
+    d.add_argument(
+        "name", help="cifar10-jpeg, tiny-imagenet, cifar10-c, digits-shift or imagenet-sample"
+    )
     d.add_argument("--source", default="../shared/data", help="folder of the archives")
     d.add_argument("--cache", default="~/.cache/attnxfer", help="where the layouts go")
 

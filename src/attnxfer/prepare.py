@@ -7,6 +7,7 @@ ImageFolder layouts the configs read, in a cache folder outside the repository.
 - ``cifar10-c``: corrupted CIFAR-10 test sets, ``CACHE/cifar10-c/<corruption>-<severity>/test/
   <class>/*.png``, made with ``imagecorruptions`` under a fixed seed per image.
 - ``digits-shift``: MNIST test, USPS test and MNIST-M test as ``CACHE/<name>/test/<digit>/*.png``.
+- ``imagenet-sample``: the 100 ImageNet photos as ``CACHE/imagenet-sample/val/<wnid>/``.
 
 Each target is written into a temporary folder and renamed into place when complete, so an
 interrupted run never leaves a half-made data set that looks finished.
@@ -207,7 +208,25 @@ def cifar10_c(
     return out
 
 
-TARGETS = ("cifar10-jpeg", "tiny-imagenet", "cifar10-c", "digits-shift")
+def imagenet_sample(source: Path, cache: Path) -> Path:
+    """The 100 ImageNet photos as ``CACHE/imagenet-sample/val/<wnid>/<file>`` (for pictures)."""
+    archive = _need(
+        source / "imagenet-sample-100" / "imagenet-sample-images-100.tar",
+        "pass --source, the folder holding imagenet-sample-100/",
+    )
+
+    def make(tmp: Path) -> None:
+        _extract(archive, tmp / "raw")
+        for photo in sorted((tmp / "raw").rglob("*.JPEG")):
+            folder = tmp / "val" / photo.name.split("_")[0]
+            folder.mkdir(parents=True, exist_ok=True)
+            photo.rename(folder / photo.name)
+        shutil.rmtree(tmp / "raw")
+
+    return _build(cache / "imagenet-sample", make)
+
+
+TARGETS = ("cifar10-jpeg", "tiny-imagenet", "cifar10-c", "digits-shift", "imagenet-sample")
 
 
 def prepare(name: str, source: Path = DEFAULT_SOURCE, cache: Path = DEFAULT_CACHE) -> None:
@@ -221,5 +240,7 @@ def prepare(name: str, source: Path = DEFAULT_SOURCE, cache: Path = DEFAULT_CACH
         cifar10_c(cache)
     elif name == "digits-shift":
         digits_shift(source, cache)
+    elif name == "imagenet-sample":
+        imagenet_sample(source, cache)
     else:
         raise AttnxferError(f"unknown data set {name!r} to prepare: choose {', '.join(TARGETS)}")
