@@ -71,6 +71,7 @@ def test_tiny_imagenet_drops_the_extra_classes_and_sorts_val(tmp_path):
         for w in wnids
         for i in range(2)
     }
+    train["tiny-imagenet-200/train/.DS_Store"] = b"macOS"  # as in the real archive
     _tar(source / "tiny-imagenet-train" / "tiny-imagenet-200-train.tar.gz", train)
     notes = "val_0.JPEG\tn01629819\t0\t0\t1\t1\nval_1.JPEG\tn01443537\t0\t0\t1\t1\n"
     notes += "val_2.JPEG\tn02480855\t0\t0\t1\t1\n"

@@ -104,8 +104,10 @@ def tiny_imagenet(source: Path, cache: Path) -> Path:
         _extract(val_tar, cache)
 
     def make(tmp: Path) -> None:
-        wnids = sorted(
-            p.name for p in (raw / "train").iterdir() if p.name not in TINY_EXTRA_CLASSES
+        wnids = sorted(  # class folders only: the archive also holds macOS .DS_Store files
+            p.name
+            for p in (raw / "train").iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name not in TINY_EXTRA_CLASSES
         )
         (tmp / "train").mkdir()
         for wnid in wnids:
