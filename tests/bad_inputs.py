@@ -302,7 +302,73 @@ CASES: list[Case] = [
         ],
         "non-finite loss at step",
     ),
+    Case(
+        "MAE pre-training of a non-ViT model",
+        lambda t: ["pretrain", *TINY[:-1], "student.arch=resnet18", f"run.output={t / 'r'}"],
+        "pretrain needs a timm VisionTransformer",
+    ),
+    Case(
+        "MAE pre-training with mixup",
+        lambda t: ["pretrain", *TINY[:-1], "data.mixup=0.8", f"run.output={t / 'r'}"],
+        "uses no labels",
+    ),
+    Case(
+        "unknown pre-training method",
+        lambda t: ["pretrain", *TINY[:-1], "pretrain.method=simclr", f"run.output={t / 'r'}"],
+        "pretrain.method='simclr' is unknown",
+    ),
+    Case(
+        "sweep grid without values",
+        lambda t: ["sweep", "--grid", "transfer.mode", "--out", str(t / "s"), *TINY],
+        "is not KEY=V1,V2",
+    ),
+    Case(
+        "sweep with a bad config key",
+        lambda t: ["sweep", "--grid", "optim.nope=1,2", "--out", str(t / "s"), *TINY],
+        "unknown config key optim.nope",
+    ),
+    Case(
+        "reproduce with a missing teacher",
+        lambda t: ["reproduce", "--out", str(t / "r"), "--teacher", str(t / "none.pt")],
+        "does not exist",
+    ),
+    Case(
+        "prepare of an unknown data set",
+        lambda t: ["prepare", "imagenet-21k", "--cache", str(t / "c")],
+        "unknown data set",
+    ),
+    Case(
+        "similarity of models of different depths",
+        lambda t: [
+            "analyze",
+            "similarity",
+            str(_teacher(t)),
+            "--reference",
+            str(_deeper_teacher(t)),
+            "--data",
+            "digits",
+            "--img-size",
+            "16",
+            "--out",
+            str(t / "a"),
+        ],
+        "differ in depth or tokens",
+    ),
+    Case(
+        "eval reference set that is not a set",
+        lambda t: ["eval", str(t), "--set", "a=digits", "--reference-set", "b"],
+        "is not one of the --set labels",
+    ),
 ]
+
+
+def _deeper_teacher(tmp: Path) -> Path:
+    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2, num_classes=0)
+    save_file(tiny_vit("vit", **args).state_dict(), tmp / "deep.safetensors")
+    (tmp / "deep.json").write_text(
+        json.dumps({"architecture": "vit_tiny_patch16_224", "args": args})
+    )
+    return tmp / "deep.safetensors"
 
 
 def _copy_export(t: Path) -> list[str]:

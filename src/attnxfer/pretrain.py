@@ -165,6 +165,13 @@ def build_encoder(cfg: Config) -> nn.Module:
     }
     if s.global_pool is not None:
         args["global_pool"] = s.global_pool
+    with torch.device("meta"):  # the kind of model, before building it with ViT arguments
+        probe = ModelSpec(s.arch, {}).create()
+    if not isinstance(probe, VisionTransformer):
+        raise AttnxferError(
+            f"student.arch={s.arch} is a {type(probe).__name__}: pretrain needs a timm "
+            "VisionTransformer (vit_*, deit_*, ...)"
+        )
     encoder = ModelSpec(s.arch, {}).create(**args)
     check_supported(encoder, f"student.arch {s.arch}")
     return encoder
