@@ -297,6 +297,8 @@ def _eval(args: argparse.Namespace) -> int:
     from .engine import setup_distributed
     from .inference import evaluate_models, parse_set, read_class_map
 
+    if args.ensemble and len(args.models) * (2 if args.weights == "both" else 1) < 2:
+        raise AttnxferError("--ensemble needs at least two models")
     sets = dict(parse_set(s) for s in args.sets)
     ref = args.reference_set
     if ref is not None and ref not in (sets or {"val": None}):

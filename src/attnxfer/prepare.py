@@ -232,6 +232,8 @@ TARGETS = ("cifar10-jpeg", "tiny-imagenet", "cifar10-c", "digits-shift", "imagen
 
 
 def prepare(name: str, source: Path = DEFAULT_SOURCE, cache: Path = DEFAULT_CACHE) -> None:
+    if name not in TARGETS:
+        raise AttnxferError(f"unknown data set {name!r} to prepare: choose {', '.join(TARGETS)}")
     source, cache = Path(source).expanduser(), Path(cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     if name == "cifar10-jpeg":
@@ -242,7 +244,5 @@ def prepare(name: str, source: Path = DEFAULT_SOURCE, cache: Path = DEFAULT_CACH
         cifar10_c(cache)
     elif name == "digits-shift":
         digits_shift(source, cache)
-    elif name == "imagenet-sample":
-        imagenet_sample(source, cache)
     else:
-        raise AttnxferError(f"unknown data set {name!r} to prepare: choose {', '.join(TARGETS)}")
+        imagenet_sample(source, cache)
