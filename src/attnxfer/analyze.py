@@ -152,6 +152,7 @@ def plot_similarity(r: dict[str, Any], path: Path) -> None:
             ax.plot(range(len(per[pairing])), per[pairing], marker="o", label=name)
         ax.set_title(f"heads: {pairing}", fontsize=9)
         ax.set_xlabel("layer")
+        ax.set_xticks(range(len(next(iter(r["models"].values()))[pairing])))
     axes[0].set_ylabel(f"JS divergence to {r['reference']}")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
