@@ -48,11 +48,12 @@ def _non_empty(folder: Path) -> Path:
     return folder
 
 
-def _teacher(tmp: Path) -> Path:
-    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=0)
-    save_file(tiny_vit("vit", **args).state_dict(), tmp / "t.safetensors")
-    (tmp / "t.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "args": args}))
-    return tmp / "t.safetensors"
+def _teacher(tmp: Path, depth: int = 2) -> Path:
+    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=depth, num_heads=2, num_classes=0)
+    save_file(tiny_vit("vit", **args).state_dict(), tmp / f"t{depth}.safetensors")
+    meta = {"architecture": "vit_tiny_patch16_224", "args": args}
+    (tmp / f"t{depth}.json").write_text(json.dumps(meta))
+    return tmp / f"t{depth}.safetensors"
 
 
 def _other_arch_run(tmp: Path) -> Path:
@@ -344,7 +345,7 @@ CASES: list[Case] = [
             "similarity",
             str(_teacher(t)),
             "--reference",
-            str(_deeper_teacher(t)),
+            str(_teacher(t, depth=3)),
             "--data",
             "digits",
             "--img-size",
@@ -360,15 +361,6 @@ CASES: list[Case] = [
         "is not one of the --set labels",
     ),
 ]
-
-
-def _deeper_teacher(tmp: Path) -> Path:
-    args = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2, num_classes=0)
-    save_file(tiny_vit("vit", **args).state_dict(), tmp / "deep.safetensors")
-    (tmp / "deep.json").write_text(
-        json.dumps({"architecture": "vit_tiny_patch16_224", "args": args})
-    )
-    return tmp / "deep.safetensors"
 
 
 def _copy_export(t: Path) -> list[str]:
