@@ -340,20 +340,13 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise AttnxferError(f"--seeds {text!r} must be comma-separated integers") from None
-
-
 def _sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
     result = sweep(
         args.config,
         args.grid,
-        _seeds(args.seeds),
+        _ints(args.seeds, "--seeds"),
         Path(args.out),
         fixed=args.overrides,
         metric=args.metric,
@@ -370,7 +363,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     reproduce(
         args.tier,
         Path(args.out),
-        seeds=_seeds(args.seeds) if args.seeds else None,
+        seeds=_ints(args.seeds, "--seeds"),
         shift=args.shift,
         overrides=args.overrides,
         teacher=args.teacher,
