@@ -24,8 +24,7 @@ from attnxfer.config import load_config
 from attnxfer.inference import evaluate_models
 from attnxfer.prepare import digits_shift
 from attnxfer.pretrain import pretrain
-from attnxfer.reproduce import hardware
-from attnxfer.sweep import sweep
+from attnxfer.sweep import hardware, sweep
 
 SETS = ("mnist", "usps", "mnist-m")
 

@@ -329,6 +329,20 @@ CASES: list[Case] = [
         "unknown config key optim.nope",
     ),
     Case(
+        "sweep reusing runs from a missing folder",
+        lambda t: [
+            "sweep",
+            "--grid",
+            "transfer.mode=scratch",
+            "--reuse",
+            str(t / "nowhere"),
+            "--out",
+            str(t / "s"),
+            *TINY,
+        ],
+        "no such folder",
+    ),
+    Case(
         "reproduce with a missing teacher",
         lambda t: ["reproduce", "--out", str(t / "r"), "--teacher", str(t / "none.pt")],
         "does not exist",

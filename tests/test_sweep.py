@@ -7,8 +7,9 @@ import json
 import pytest
 from test_engine import TINY_STUDENT, cli
 
+from attnxfer.config import load_config
 from attnxfer.errors import AttnxferError
-from attnxfer.sweep import Cell, grid_cells, mean_std, parse_grid, run_cell
+from attnxfer.sweep import Cell, grid_cells, mean_std, parse_grid, run_cell, run_identity
 
 
 def test_grid_is_a_product_with_readable_names():
@@ -61,6 +62,45 @@ def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file)
     assert cli(*args) == 0  # everything finished: nothing is trained again
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
     assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
+
+
+def test_run_identity_ignores_the_output_and_spellings_of_one_setting():
+    def identity(*overrides):
+        return run_identity(load_config([], ["transfer.mode=distill", *overrides]).to_dict())
+
+    base = identity()
+    assert identity("run.output=elsewhere") == base
+    assert identity("transfer.layers=all", "transfer.heads=all") == base
+    assert identity("transfer.weight=3") == identity("transfer.weight=3.0") == base
+    assert identity("transfer.weight=1") != base
+    assert identity("transfer.layers=last:2") != base
+    assert identity("optim.lr=2e-3") != base
+    assert identity("run.seed=1") != base
+    assert identity("transfer.mode=distill_q") != identity(
+        "transfer.mode=distill_q", "transfer.weight=3"
+    )
+
+
+def test_a_sweep_takes_identical_finished_runs_and_trains_the_rest(tmp_path, teacher_file):
+    common = ["--seeds", "0", f"teacher.source={teacher_file}", "data.train_subset=128"]
+    common += TINY_STUDENT[1:]
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    assert cli("sweep", "--grid", "transfer.mode=scratch", "--out", str(first), *common) == 0
+    grid = ["--grid", "transfer.mode=scratch,distill", "--reuse", str(tmp_path)]
+    assert cli("sweep", *grid, "--out", str(second), *common) == 0
+    scratch, distill = json.loads((second / "results.json").read_text())["rows"]
+    assert scratch["reused_from"] == [str(first / "mode=scratch" / "seed0")]
+    assert scratch["runs"] == json.loads((first / "results.json").read_text())["rows"][0]["runs"]
+    assert not (second / "mode=scratch").exists()  # nothing trained for it
+    assert "reused_from" not in distill
+    assert (second / "mode=distill" / "seed0" / "summary.json").is_file()
+    assert "taken from identical finished runs" in (second / "results.md").read_text()
+    # any other setting is another run: trained, not taken
+    assert cli("sweep", *grid, "--out", str(third), *common, "optim.lr=2e-3") == 0
+    assert all(
+        "reused_from" not in r for r in json.loads((third / "results.json").read_text())["rows"]
+    )
+    assert len(list(third.rglob("summary.json"))) == 2
 
 
 def test_a_failing_cell_names_its_log_and_a_bad_cell_runs_nothing(tmp_path):

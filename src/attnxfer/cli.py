@@ -168,6 +168,14 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
     w.add_argument("--metric", default="val_top1", help="summary key to tabulate (val_top1)")
     w.add_argument("--title")
+    w.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder of finished runs (another sweep, a reproduce table): a cell whose resolved "
+        "config equals one of them takes its result instead of training; repeatable",
+    )
     w.add_argument("overrides", nargs="*", metavar="section.key=value")
 
     o = sub.add_parser(
@@ -352,6 +360,7 @@ def _sweep(args: argparse.Namespace) -> int:
         metric=args.metric,
         title=args.title,
         command=args.command_line,
+        reuse=[Path(d).expanduser() for d in args.reuse],
     )
     print((Path(args.out) / "results.md").read_text())
     return 0 if result["rows"] else 1

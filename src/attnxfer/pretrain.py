@@ -267,7 +267,7 @@ def write_card(run_dir: Path, title: str | None = None) -> Path:
 
     import yaml
 
-    from .reproduce import hardware
+    from .sweep import hardware
 
     teacher = run_dir / "teacher"
     card = json.loads((teacher / "model.json").read_text())

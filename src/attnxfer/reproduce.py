@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import AttnxferError
-from .sweep import Cell, mean_std, run_cell
+from .sweep import Cell, hardware, mean_std, run_cell
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +75,6 @@ TIERS = {
         note="one GPU: full training set, longer schedule, five seeds",
     ),
 }
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        return f"{name} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only"
 
 
 def _cells(tier: Tier, teacher: str, label: str, methods: tuple[str, ...], seeds, extra):

@@ -5,6 +5,10 @@ after another, each in its own process (``python -m attnxfer train``), logging t
 ``<cell>.log`` beside its directory. A cell whose ``summary.json`` exists is finished and
 skipped; an interrupted one is continued from its newest good checkpoint (``--resume auto``).
 So a sweep stopped at any moment is restarted with the same command and loses nothing.
+
+Sweeps that share a cell (the baseline of one ablation is a row of another, or of the main table)
+need not train it twice: given ``reuse`` folders, a cell whose resolved configuration equals that of
+a finished run there (everything but ``run.output``) takes that run's result and trains nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import load_config, parse_override
+from .config import config_from_dict, load_config, parse_override, read_yaml
 from .errors import AttnxferError
 
 log = logging.getLogger(__name__)
@@ -36,13 +41,79 @@ class Cell:
     labels: dict[str, Any] = field(default_factory=dict)  # what the cell varies, for tables
 
 
-def run_cell(cell: Cell, root: Path) -> dict[str, Any]:
-    """Train ``cell`` under ``root`` unless it is finished; returns its ``summary.json``."""
+def hardware() -> str:
+    """The machine in one line, for results tables."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        return f"{name} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only"
+
+
+def run_identity(config: dict[str, Any]) -> str:
+    """What makes two runs the same run: the resolved configuration without ``run.output``.
+
+    Two spellings of one setting count as one: ``"all"`` and ``None`` for the transferred layers
+    and heads, and a transfer weight left unset and the mode's default weight.
+    """
+    from .transfer import MODES
+
+    transfer = dict(config["transfer"])
+    for key in ("layers", "heads"):
+        if transfer[key] == "all":
+            transfer[key] = None
+    mode = MODES.get(transfer["mode"])
+    if transfer["weight"] is None and mode is not None:
+        transfer["weight"] = mode.default_weight
+    if transfer["weight"] is not None:
+        transfer["weight"] = float(transfer["weight"])
+    run = {k: v for k, v in config["run"].items() if k != "output"}
+    return json.dumps({**config, "transfer": transfer, "run": run}, sort_keys=True)
+
+
+def finished_runs(roots: list[Path]) -> dict[str, Path]:
+    """Finished run directories (``config.yaml`` + ``summary.json``) under ``roots``, by
+    :func:`run_identity`. Runs whose config this version cannot read are left out."""
+    found: dict[str, Path] = {}
+    for root in roots:
+        if not Path(root).is_dir():
+            raise AttnxferError(f"--reuse {root}: no such folder; give a folder of finished runs")
+        for path in sorted(Path(root).rglob("summary.json")):
+            config = path.parent / "config.yaml"
+            if not config.is_file():
+                continue
+            try:
+                resolved = config_from_dict(read_yaml(config)).to_dict()
+            except AttnxferError:
+                continue  # written by an older or newer attnxfer with other keys
+            found.setdefault(run_identity(resolved), path.parent)
+    return found
+
+
+def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Train ``cell`` under ``root`` unless it is finished; returns its ``summary.json``.
+
+    With ``reuse`` (from :func:`finished_runs`), an identical finished run elsewhere is taken
+    instead of training; its summary then carries ``reused_from``, that run's directory.
+    """
     out = root / cell.name
     summary = out / "summary.json"
     if summary.is_file():
         return json.loads(summary.read_text())
-    load_config(cell.configs, cell.overrides)  # a bad cell fails here, before any process runs
+    config = load_config(cell.configs, cell.overrides)  # a bad cell fails here, before any run
+    same = (reuse or {}).get(run_identity(config.to_dict()))
+    if same is not None:
+        log.info("%s: identical to the finished run %s; not trained again", cell.name, same)
+        return {**json.loads((same / "summary.json").read_text()), "reused_from": str(same)}
     out.parent.mkdir(parents=True, exist_ok=True)
     logfile = out.parent / f"{out.name}.log"
     cmd = [sys.executable, "-m", "attnxfer", cell.command, "--resume", "auto"]
@@ -138,27 +209,33 @@ def sweep(
     metric: str = "val_top1",
     title: str | None = None,
     command: str = "",
+    reuse: list[Path] = (),
 ) -> dict[str, Any]:
-    """Run every cell of the grid (skipping finished ones) and write ``results.json``,
-    ``results.md`` and ``results.png`` (metric per grid value, mean and std over seeds)."""
+    """Run every cell of the grid (skipping finished ones, and taking identical finished runs
+    from the ``reuse`` folders) and write ``results.json``, ``results.md`` and ``results.png``
+    (metric per grid value, mean and std over seeds)."""
     grid = parse_grid(grid_specs)
     cells = grid_cells(configs, grid, seeds, list(fixed))
     for cell in cells:  # every cell's config is checked before the first one trains
         load_config(cell.configs, cell.overrides)
+    known = finished_runs(list(reuse))
     start = time.time()
-    rows: dict[tuple, list[float]] = {}
+    rows: dict[tuple, list[dict[str, Any]]] = {}
     for i, cell in enumerate(cells, 1):
         log.info("cell %d/%d", i, len(cells))
-        summary = run_cell(cell, out)
+        summary = run_cell(cell, out, known)
         key = tuple(cell.labels[k] for k, _ in grid)
-        rows.setdefault(key, []).append(metric_of(summary, metric))
+        rows.setdefault(key, []).append(summary)
     keys = [k for k, _ in grid]
     table = []
-    for key, values in rows.items():
+    for key, summaries in rows.items():
+        values = [metric_of(s, metric) for s in summaries]
         mean, std = mean_std(values)
-        table.append(
-            {**dict(zip(keys, key, strict=True)), "mean": mean, "std": std, "runs": values}
-        )
+        row = {**dict(zip(keys, key, strict=True)), "mean": mean, "std": std, "runs": values}
+        reused = [s["reused_from"] for s in summaries if "reused_from" in s]
+        if reused:
+            row["reused_from"] = reused
+        table.append(row)
     result = {
         "title": title or f"sweep over {', '.join(keys) or 'seeds'}",
         "metric": metric,
@@ -168,6 +245,8 @@ def sweep(
         "seeds": seeds,
         "rows": table,
         "command": command,
+        "hardware": hardware(),
+        "train_seconds": sum(s.get("seconds", 0.0) for ss in rows.values() for s in ss),
         "wall_seconds_this_invocation": time.time() - start,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +266,18 @@ def sweep_markdown(result: dict[str, Any]) -> str:
         cells += [f"{row['mean']:.2f} ± {row['std']:.2f}", str(len(row["runs"]))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{result['command']}`", ""]
+    if "hardware" in result:
+        lines += [
+            f"Hardware: {result['hardware']}. Training time of all cells: "
+            f"{result['train_seconds'] / 60:.1f} min.",
+            "",
+        ]
+    reused = [(row, path) for row in result["rows"] for path in row.get("reused_from", [])]
+    if reused:
+        lines += ["Runs taken from identical finished runs (same resolved config) elsewhere:"]
+        for row, path in reused:
+            lines.append(f"- {', '.join(str(row[k]) for k in keys) or 'base'}: `{path}`")
+        lines.append("")
     return "\n".join(lines)
 
 
