@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's ablations at small scale: each is one `attnxfer sweep` over the CPU-tier student
 # recipe with the committed CIFAR-10 MAE teacher (3 seeds). Each writes results.{json,md,png}
-# into runs/ablations/<name>/; restart the script and finished cells are skipped.
+# into runs/ablations/<name>/; restart the script and finished cells are skipped. RECIPE, TEACHER,
+# SEEDS and OUT (the folder instead of runs/ablations) may be set in the environment.
 #   bash benchmarks/ablations.sh [name ...]      # default: all of them, in this order
 # A cell identical to a finished run of `attnxfer reproduce --tier cpu` (runs/reproduce-cpu) or of
 # another ablation is taken from it, not trained again (`attnxfer sweep --reuse`): the baseline
@@ -9,12 +10,13 @@
 # Cost on a 2-core CPU: about 2 minutes per cell (a cell is one seed of one setting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RECIPE=configs/cifar10/student_cpu.yaml
-TEACHER=teachers/cifar10-mae-d128-l4/model.safetensors
+RECIPE=${RECIPE:-configs/cifar10/student_cpu.yaml}
+TEACHER=${TEACHER:-teachers/cifar10-mae-d128-l4/model.safetensors}
 SEEDS=${SEEDS:-0,1,2}
+OUT=${OUT:-runs/ablations}
 COPY_RECIPE=optim.layer_decay=0.75  # the copy rows of the main table use it (as the reference)
 reuse=()
-for dir in runs/reproduce-cpu runs/ablations; do
+for dir in runs/reproduce-cpu "$OUT"; do
   [ -d "$dir" ] && reuse+=(--reuse "$dir")
 done
 declare -A TITLES=(
@@ -42,6 +44,6 @@ names=("$@")
 for name in "${names[@]}"; do
   [ -n "${SWEEPS[$name]:-}" ] || { echo "unknown ablation $name: ${ORDER[*]}" >&2; exit 2; }
   # shellcheck disable=SC2086
-  attnxfer sweep -c "$RECIPE" --seeds "$SEEDS" --out "runs/ablations/$name" \
+  attnxfer sweep -c "$RECIPE" --seeds "$SEEDS" --out "$OUT/$name" \
     --title "${TITLES[$name]}" "${reuse[@]}" ${SWEEPS[$name]} "teacher.source=$TEACHER"
 done

@@ -37,3 +37,49 @@ def test_gpu_correctness_script_on_cpu(tmp_path):
         assert 0 < r["logits"] < 10 * bench.BF16_EPS
         assert 0 < r["grad_total"] < 10 * bench.BF16_EPS
     assert 0 < report["rows"][1]["loss"] < 10 * bench.BF16_EPS
+
+
+def test_ablations_script_runs_its_sweeps_and_refuses_unknown_names(tmp_path, teacher_file):
+    """benchmarks/ablations.sh on a tiny recipe: each named ablation becomes one results table."""
+    import os
+    import subprocess
+    import sys
+
+    from test_engine import TINY_STUDENT
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(_yaml_of(["data.train_subset=128", *TINY_STUDENT[1:]]))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "RECIPE": str(recipe),
+        "TEACHER": str(teacher_file),
+        "SEEDS": "0",
+        "OUT": str(tmp_path / "ablations"),
+    }
+    script = [str(BENCH / "ablations.sh")]
+
+    def run(*names):
+        return subprocess.run(["bash", *script, *names], env=env, capture_output=True, text=True)
+
+    bad = run("nope")
+    assert bad.returncode == 2 and "unknown ablation nope" in bad.stderr
+    done = run("features", "what_copy")
+    assert done.returncode == 0, done.stderr[-2000:]
+    features = json.loads((tmp_path / "ablations/features/results.json").read_text())
+    assert [r["transfer.mode"] for r in features["rows"]] == ["distill", "feature_distill"]
+    copy = json.loads((tmp_path / "ablations/what_copy/results.json").read_text())
+    assert [r["transfer.mode"] for r in copy["rows"]] == ["copy", "copy_q", "copy_k", "copy_v"]
+    assert "optim.layer_decay=0.75" in copy["fixed"]
+    assert copy["title"].startswith("What is copied")
+
+
+def _yaml_of(overrides: list[str]) -> str:
+    """``section.key=value`` overrides as YAML sections (values written as given)."""
+    sections: dict[str, list[str]] = {}
+    for item in overrides:
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        sections.setdefault(section, []).append(f"  {name}: {value}")
+    return "".join(f"{s}:\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
