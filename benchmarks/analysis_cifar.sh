@@ -12,12 +12,15 @@ R=runs/reproduce-cpu/cifar10_mae
 CIFAR=imagefolder:$HOME/.cache/attnxfer/cifar10-jpeg
 attnxfer prepare cifar10-jpeg
 attnxfer prepare imagenet-sample
-# copy-Q and copy-K students (seed 0, the CPU-tier recipe), as the paper compares them too;
+# copy-Q and copy-K students (seed 0, the main table's copy recipe), as the paper compares them
+# too: taken from `bash benchmarks/ablations.sh what_copy` when it ran, trained otherwise;
 # COPY_QK=0 leaves them out (4 minutes less)
 EXTRA=()
 if [ "${COPY_QK:-1}" = 1 ]; then
+  reuse=()
+  [ -d runs/ablations ] && reuse=(--reuse runs/ablations)
   attnxfer sweep -c configs/cifar10/student_cpu.yaml --grid transfer.mode=copy_q,copy_k \
-    --seeds 0 --out runs/analysis-students teacher.source=$T
+    --seeds 0 --out runs/analysis-students "${reuse[@]}" optim.layer_decay=0.75 teacher.source=$T
   EXTRA=("copy-Q=runs/analysis-students/mode=copy_q/seed0" "copy-K=runs/analysis-students/mode=copy_k/seed0")
 fi
 attnxfer analyze similarity \

@@ -91,10 +91,14 @@ def test_a_sweep_takes_identical_finished_runs_and_trains_the_rest(tmp_path, tea
     scratch, distill = json.loads((second / "results.json").read_text())["rows"]
     assert scratch["reused_from"] == [str(first / "mode=scratch" / "seed0")]
     assert scratch["runs"] == json.loads((first / "results.json").read_text())["rows"][0]["runs"]
-    assert not (second / "mode=scratch").exists()  # nothing trained for it
+    link = second / "mode=scratch" / "seed0"  # nothing trained for it: a link to the run
+    assert link.is_symlink() and link.resolve() == (first / "mode=scratch" / "seed0").resolve()
+    assert not list(second.glob("mode=scratch/*.log"))
     assert "reused_from" not in distill
     assert (second / "mode=distill" / "seed0" / "summary.json").is_file()
     assert "taken from identical finished runs" in (second / "results.md").read_text()
+    assert cli("sweep", *grid, "--out", str(second), *common) == 0  # a restart: still noted
+    assert json.loads((second / "results.json").read_text())["rows"][0] == scratch
     # any other setting is another run: trained, not taken
     assert cli("sweep", *grid, "--out", str(third), *common, "optim.lr=2e-3") == 0
     assert all(

@@ -103,17 +103,25 @@ def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> di
     """Train ``cell`` under ``root`` unless it is finished; returns its ``summary.json``.
 
     With ``reuse`` (from :func:`finished_runs`), an identical finished run elsewhere is taken
-    instead of training; its summary then carries ``reused_from``, that run's directory.
+    instead of training: the cell's directory becomes a relative symbolic link to it, and the
+    summary carries ``reused_from``, that run's directory.
     """
     out = root / cell.name
     summary = out / "summary.json"
+    if out.is_symlink():
+        if summary.is_file():
+            target = Path(os.path.normpath(out.parent / os.readlink(out)))
+            return {**json.loads(summary.read_text()), "reused_from": str(target)}
+        out.unlink()  # the reused run is gone: never train into another run's directory
     if summary.is_file():
         return json.loads(summary.read_text())
     config = load_config(cell.configs, cell.overrides)  # a bad cell fails here, before any run
     same = (reuse or {}).get(run_identity(config.to_dict()))
-    if same is not None:
+    if same is not None and not out.exists():
         log.info("%s: identical to the finished run %s; not trained again", cell.name, same)
-        return {**json.loads((same / "summary.json").read_text()), "reused_from": str(same)}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.symlink_to(os.path.relpath(same.resolve(), out.parent.resolve()))
+        return {**json.loads(summary.read_text()), "reused_from": str(same)}
     out.parent.mkdir(parents=True, exist_ok=True)
     logfile = out.parent / f"{out.name}.log"
     cmd = [sys.executable, "-m", "attnxfer", cell.command, "--resume", "auto"]
