@@ -20,8 +20,8 @@ for dir in runs/reproduce-cpu "$OUT"; do
   [ -d "$dir" ] && reuse+=(--reuse "$dir")
 done
 declare -A TITLES=(
-  [what_copy]="What is copied: the teacher's Q, K or V against its whole map"
-  [what_distill]="What is distilled: the teacher's Q, K or V against its whole map"
+  [what_copy]="What is copied: the teacher Q, K or V against its whole map"
+  [what_distill]="What is distilled: the teacher Q, K or V against its whole map"
   [layers]="Which layers are distilled (4-layer student): the first k or the last k"
   [average]="Copying averaged teacher maps: over examples, query tokens or heads"
   [heads]="How many heads are distilled (of 4 per layer)"
