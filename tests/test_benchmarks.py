@@ -83,3 +83,31 @@ def _yaml_of(overrides: list[str]) -> str:
         section, name = key.split(".", 1)
         sections.setdefault(section, []).append(f"  {name}: {value}")
     return "".join(f"{s}:\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
+
+
+def test_ablations_report_gives_each_row_its_share_of_the_gap(tmp_path):
+    report = _load("ablations_report")
+    main = {
+        "command": "attnxfer reproduce",
+        "rows": [{"method": "scratch", "mean": 30.0}, {"method": "finetune", "mean": 40.0}],
+    }
+    (tmp_path / "main.json").write_text(json.dumps(main))
+    heads = tmp_path / "runs" / "heads"
+    heads.mkdir(parents=True)
+    rows = [
+        {"transfer.heads": "1", "mean": 32.5, "std": 0.5, "runs": [32.0, 33.0]},
+        {"transfer.heads": "all", "mean": 41.0, "std": 0.0, "runs": [41.0, 41.0]},
+    ]
+    rows[1]["reused_from"] = ["a", "b"]
+    result = {"title": "heads", "grid": {"transfer.heads": ["1", "all"]}, "fixed": [], "rows": rows}
+    (heads / "results.json").write_text(json.dumps({**result, "command": "attnxfer sweep"}))
+    out = tmp_path / "out" / "ablations"
+    args = ["--runs", str(tmp_path / "runs"), "--main", str(tmp_path / "main.json")]
+    assert report.main([*args, "--out", str(out)]) == 0
+    text = out.with_suffix(".md").read_text()
+    assert "| 1 | 32.50 ± 0.50 | 25% | 2 |" in text
+    assert "| all (main-table runs) | 41.00 ± 0.00 | 110% | 2 |" in text
+    assert "`bash benchmarks/ablations.sh layers`" in text  # not run yet: its command
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert [a["name"] for a in saved["ablations"]] == ["heads"]
+    assert out.with_suffix(".png").stat().st_size > 0

@@ -1,0 +1,172 @@
+"""One report of the small-scale ablations run by ``benchmarks/ablations.sh``.
+
+Every sweep's table, each row also given as the share of the scratch-to-fine-tune gap it
+recovers (scratch and fine-tune from the main table, same recipe and seeds), the paper's finding
+beside it (METHOD.md), and one figure with a panel per ablation. Sweeps not run yet are listed
+with the command that runs them.
+
+    python benchmarks/ablations_report.py [--runs runs/ablations]
+        [--main docs/results/reproduce_cpu.json] [--out docs/results/ablations]
+
+writes OUT.md, OUT.json and OUT.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+#: ablation name (a folder of runs/ablations) -> the paper's finding it tests (METHOD.md)
+FINDINGS = {
+    "what_copy": "Transferring Q alone works best of Q / K / V, better even than the full map.",
+    "what_distill": "Transferring Q alone works best of Q / K / V, better even than the full map.",
+    "layers": "More layers help; the later (top) layers matter more than the early ones.",
+    "average": "Averaging the teacher's maps over examples or over query tokens hurts a lot.",
+    "heads": "More heads help, saturating around 3/4 of the heads (12 of 16).",
+    "lambda": "The paper's recipe uses lambda 3; it reports no sweep.",
+    "features": "Feature distillation reaches 81.3 against 85.7 for attention distillation.",
+}
+
+
+def gap_recovered(value: float, scratch: float, finetune: float) -> float:
+    """Percent of the scratch-to-fine-tune gap that ``value`` recovers (0 = scratch)."""
+    return 100.0 * (value - scratch) / (finetune - scratch)
+
+
+def _row_label(row: dict, keys: list[str]) -> str:
+    return ", ".join(str(row[k]) for k in keys) or "base"
+
+
+def collect(runs: Path, main: dict) -> dict:
+    by_method = {r["method"]: r for r in main["rows"]}
+    scratch, finetune = by_method["scratch"]["mean"], by_method["finetune"]["mean"]
+    report = {
+        "reference": {"scratch": scratch, "finetune": finetune, "command": main["command"]},
+        "ablations": [],
+        "not_run": [],
+    }
+    for name, finding in FINDINGS.items():
+        path = runs / name / "results.json"
+        if not path.is_file():
+            report["not_run"].append(name)
+            continue
+        result = json.loads(path.read_text())
+        keys = list(result["grid"])
+        rows = [
+            {
+                "setting": _row_label(r, keys),
+                "mean": r["mean"],
+                "std": r["std"],
+                "seeds": len(r["runs"]),
+                "gap_recovered": gap_recovered(r["mean"], scratch, finetune),
+                "reused": len(r.get("reused_from", [])),
+            }
+            for r in result["rows"]
+        ]
+        report["ablations"].append(
+            {
+                "name": name,
+                "title": result["title"],
+                "finding": finding,
+                "grid": keys,
+                "fixed": result["fixed"],
+                "rows": rows,
+                "command": result["command"],
+                "hardware": result.get("hardware", ""),
+                "train_seconds": result.get("train_seconds", math.nan),
+            }
+        )
+    return report
+
+
+def markdown(report: dict) -> str:
+    ref = report["reference"]
+    lines = [
+        "# The paper's ablations at small scale (CIFAR-10, CPU tier)",
+        "",
+        "Each row: mean ± sample std of top-1 over seeds, and the share of the",
+        f"scratch-to-fine-tune gap it recovers (scratch {ref['scratch']:.2f},",
+        f"fine-tune {ref['finetune']:.2f}, from",
+        f"`{ref['command']}`). Written by `python benchmarks/ablations_report.py`.",
+        "",
+    ]
+    for a in report["ablations"]:
+        lines += [f"## {a['name']}: {a['title']}", "", f"The paper: {a['finding']}", ""]
+        lines += ["| setting | top-1 | gap recovered | seeds |", "|---|---|---|---|"]
+        for r in a["rows"]:
+            note = " (main-table runs)" if r["reused"] == r["seeds"] else ""
+            lines.append(
+                f"| {r['setting']}{note} | {r['mean']:.2f} ± {r['std']:.2f} | "
+                f"{r['gap_recovered']:.0f}% | {r['seeds']} |"
+            )
+        lines += [
+            "",
+            f"Command: `{a['command']}`",
+            "",
+            f"Hardware: {a['hardware']}. Training time of all cells: "
+            f"{a['train_seconds'] / 60:.1f} min.",
+            "",
+        ]
+    if report["not_run"]:
+        lines += ["## Not run yet", ""]
+        lines += [f"- {n}: `bash benchmarks/ablations.sh {n}`" for n in report["not_run"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = report["ablations"]
+    cols = 2
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(11, 3.2 * rows), squeeze=False)
+    ref = report["reference"]
+    for ax, a in zip(axes.flat, panels, strict=False):
+        labels = [r["setting"] for r in a["rows"]]
+        means = [r["mean"] for r in a["rows"]]
+        stds = [r["std"] for r in a["rows"]]
+        ax.bar(range(len(labels)), means, yerr=stds, capsize=3, color="#4C72B0")
+        ax.axhline(ref["scratch"], color="#C44E52", ls="--", lw=1, label="scratch")
+        ax.axhline(ref["finetune"], color="#55A868", ls="--", lw=1, label="fine-tune")
+        ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
+        ax.set_title(a["name"], fontsize=10)
+        ax.set_ylabel("CIFAR-10 top-1")
+        low = min(min(m - s for m, s in zip(means, stds, strict=True)), ref["scratch"])
+        ax.set_ylim(max(0, low - 4), max(max(means), ref["finetune"]) + 2)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    if panels:
+        axes.flat[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=Path, default=Path("runs/ablations"))
+    p.add_argument("--main", type=Path, default=Path("docs/results/reproduce_cpu.json"))
+    p.add_argument("--out", type=Path, default=Path("docs/results/ablations"))
+    args = p.parse_args(argv)
+    for path, what in ((args.runs, "bash benchmarks/ablations.sh"), (args.main, "reproduce")):
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist: run {what} first, or pass its path")
+    report = collect(args.runs, json.loads(args.main.read_text()))
+    if not report["ablations"]:
+        raise SystemExit(f"no ablation results under {args.runs}: run bash benchmarks/ablations.sh")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(report))
+    plot(report, args.out.with_suffix(".png"))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
