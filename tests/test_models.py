@@ -258,7 +258,7 @@ def test_real_checkpoint_copy_gives_student_the_teachers_maps(real_vit_path, imp
     seen = {}
     for i, (s_blk, t_blk) in enumerate(zip(student.blocks, teacher.blocks, strict=True)):
         s_blk.attn.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(("s", i), a[0]))
-        t_blk.attn.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(("t", i), a[0]))
+        t_blk.attn.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(("t", i), a[0]))
     model(x)
     for i, (s_blk, t_blk) in enumerate(zip(student.blocks, teacher.blocks, strict=True)):
         q_t, k_t, _ = t_blk.attn.project(seen[("t", i)])

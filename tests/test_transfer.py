@@ -131,7 +131,8 @@ def test_no_transfer_equals_plain_timm(float64, impl, timm_fused):
     assert out.transfer_loss.item() == 0.0  # no teacher at inference in distill mode
     assert _rel(out.logits, plain(x)) < 1e-12
     scratch = AttentionTransfer(None, copy.deepcopy(plain), mode="scratch").eval()
-    assert torch.equal(scratch(x).logits, plain(x))
+    # impl=auto may pick another SDPA kernel for timm's attention on a CPU: rounding differs
+    assert _rel(scratch(x).logits, plain(x)) < 1e-12
 
 
 @pytest.mark.parametrize("family", ["vit", "dinov2_reg", "clip", "no_cls_avg"])
@@ -205,7 +206,8 @@ def test_copy_heads_take_teacher_map_others_their_own(float64):
     model = AttentionTransfer(teacher, student, mode="copy", layers=[1], heads=[1, 3])
     route = student.blocks[1].attn
     route.register_forward_hook(lambda m, a, o: x_in.setdefault("s", a[0]))
-    teacher.blocks[1].attn.register_forward_hook(lambda m, a, o: x_in.setdefault("t", a[0]))
+    # a pre-hook: the teacher's pass stops inside its last transferred layer's attention
+    teacher.blocks[1].attn.register_forward_pre_hook(lambda m, a: x_in.setdefault("t", a[0]))
     model.eval()(images(2))
     q, k, v = route.project(x_in["s"])
     q_t, k_t, _ = teacher.blocks[1].attn.project(x_in["t"])
@@ -216,6 +218,21 @@ def test_copy_heads_take_teacher_map_others_their_own(float64):
     for h in range(4):
         expected = copied if h in (1, 3) else own
         assert _rel(heads[:, h], expected[:, h]) < 1e-12
+
+
+def test_teacher_stops_after_the_last_transferred_layer():
+    """Blocks above the last transferred layer, and that layer's MLP, never run; the teacher
+    called alone afterwards is plain timm again."""
+    teacher, student = pair("vit")
+    ran = []
+    for i, blk in enumerate(teacher.blocks):
+        blk.mlp.register_forward_pre_hook(lambda m, a, i=i: ran.append(i))
+    model = AttentionTransfer(teacher, student, mode="distill", layers=[0, 1])
+    run(model.train(), images(2))
+    assert ran == [0]
+    ran.clear()
+    teacher(images(2))
+    assert ran == [0, 1, 2]
 
 
 def test_copy_skips_student_qk_projection():
@@ -249,7 +266,7 @@ def test_copy_with_averaged_maps(float64, average):
     route, tap = student.blocks[0].attn, teacher.blocks[0].attn
     x_in = {}
     route.register_forward_hook(lambda m, a, o: x_in.setdefault("s", a[0]))
-    tap.register_forward_hook(lambda m, a, o: x_in.setdefault("t", a[0]))
+    tap.register_forward_pre_hook(lambda m, a: x_in.setdefault("t", a[0]))  # pass stops in it
     model.eval()(images(3))
     q_t, k_t, _ = tap.project(x_in["t"])
     route.link.teacher = R.TeacherQKV(q_t, k_t, None, tap.scale)

@@ -25,13 +25,15 @@ is paired with teacher head ``j`` (index pairing); see ``AttentionTransfer`` for
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from timm.layers import Attention
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import functional as AF
 from .errors import AttnxferError
@@ -72,9 +74,38 @@ def _eager(q: Tensor, k: Tensor, v: Tensor, scale: float, dropout_p: float) -> T
     return F.dropout(attn, dropout_p) @ v
 
 
+#: On a CPU, sequences up to this many tokens attend faster through materialised maps than
+#: through the fused kernels (forward and backward of the distillation loss plus the layer's own
+#: attention, 2-core AMD EPYC: eager 0.91x of fused at 65 tokens, 0.75x at 401; fused wins from
+#: about 600 tokens on, 0.72x at 785). Measured by ``benchmarks/attention_crossover.py``.
+CPU_EAGER_MAX_TOKENS = 512
+
+
+def prefers_eager(device: torch.device, tokens: int) -> bool:
+    """``impl="auto"``: are materialised maps the faster path for ``tokens`` on ``device``?"""
+    return device.type == "cpu" and tokens <= CPU_EAGER_MAX_TOKENS
+
+
+def _auto(q: Tensor, k: Tensor, v: Tensor, scale: float, dropout_p: float) -> Tensor:
+    mix = _eager if prefers_eager(q.device, q.shape[-2]) else _sdpa
+    return mix(q, k, v, scale, dropout_p)
+
+
+@contextlib.contextmanager
+def plain_attention_kernels(impl: str, device: torch.device, tokens: int) -> Iterator[None]:
+    """The SDPA kernels of timm's own attention layers (untransferred layers, the teacher,
+    scratch and fine-tuned students): PyTorch's materialising backend under ``impl="eager"``,
+    and under ``"auto"`` when maps are the faster path; otherwise PyTorch chooses as usual."""
+    if impl == "eager" or (impl == "auto" and prefers_eager(device, tokens)):
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    else:
+        yield
+
+
 #: ``mix(q, k, v, scale, dropout_p) -> [B, H, N, Dv]``: attention with the given q, k and v.
 Mix = Callable[[Tensor, Tensor, Tensor, float, float], Tensor]
-MIXES: dict[str, Mix] = {"fused": _sdpa, "eager": _eager}
+MIXES: dict[str, Mix] = {"auto": _auto, "fused": _sdpa, "eager": _eager}
 
 
 class _Route(nn.Module):
@@ -143,21 +174,31 @@ class _Route(nn.Module):
         return self.finish(x, self.attend(x))
 
 
+class TeacherDone(Exception):
+    """Raised by the tap of the last transferred layer once it has recorded ``q, k, v``: the
+    rest of the teacher's forward pass (that layer's attention output, its MLP, the layers
+    above) would be computed for nothing."""
+
+
 class TeacherTap(_Route):
     """The teacher's own attention, recording its per-head ``q, k, v`` into ``link``.
 
-    ``link`` is bound by the wrapper before each teacher pass (one teacher may serve several
-    ``AttentionTransfer`` wrappers); an unbound tap records nothing.
+    ``link`` and ``last`` are bound by the wrapper before each teacher pass (one teacher may
+    serve several ``AttentionTransfer`` wrappers); an unbound tap records nothing. A ``last``
+    tap stops the pass (:class:`TeacherDone`) as soon as it has recorded.
     """
 
     def __init__(self, attn: nn.Module) -> None:
         super().__init__(attn)
         self.link: LayerLink | None = None
+        self.last = False
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
         if self.link is not None:
             self.link.teacher = TeacherQKV(q, k, v, self.scale)
+            if self.last:
+                raise TeacherDone
         return _sdpa(q, k, v, self.scale, self.dropout_p())
 
 
@@ -166,7 +207,7 @@ class RouteOptions:
     """How a student route transfers, resolved once by ``AttentionTransfer``."""
 
     heads: tuple[int, ...]  # student heads that receive transfer (paired with teacher heads)
-    impl: str  # "fused" | "eager"
+    impl: str  # "auto" | "fused" | "eager"
     average: str | None = None  # teacher-map averaging ablation (eager only)
 
 
@@ -268,8 +309,16 @@ def _eager_map_loss(
     return AF.attention_cross_entropy_eager(t_attn, q_s, k_s, scale)
 
 
+def _auto_map_loss(
+    t: TeacherQKV, q_s: Tensor, k_s: Tensor, scale: float, average: str | None
+) -> Tensor:
+    eager = average is not None or prefers_eager(q_s.device, q_s.shape[-2])
+    loss = _eager_map_loss if eager else _fused_map_loss
+    return loss(t, q_s, k_s, scale, average)
+
+
 #: ``loss(teacher heads, q_s, k_s, student scale, average) -> scalar``, by implementation.
-MAP_LOSSES = {"fused": _fused_map_loss, "eager": _eager_map_loss}
+MAP_LOSSES = {"auto": _auto_map_loss, "fused": _fused_map_loss, "eager": _eager_map_loss}
 
 
 class DistillMap(StudentRoute):

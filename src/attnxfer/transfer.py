@@ -36,6 +36,7 @@ Fidelity notes (METHOD.md):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from torch import Tensor, nn
 
 from . import routes as R
 from .errors import AttnxferError
-from .models import _check_tokens, spec_of
+from .models import _check_tokens, num_tokens, spec_of
 from .selection import Spec, parse_heads, parse_layers
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,13 @@ class AttentionTransfer(nn.Module):
         heads: which heads of those blocks transfer; default all. Student head ``j`` is paired
             with teacher head ``j``, so selected heads must exist in the teacher too.
         weight: multiplier of the summed layer losses (loss modes only).
-        impl: ``"fused"`` (no N x N maps; default) or ``"eager"`` (materialised maps; the
-            default when ``average`` is set).
+        impl: how attention is computed, in transferred layers and timm's own layers alike
+            (every mode): ``"auto"`` (default), ``"fused"`` (no N x N maps; PyTorch's SDPA
+            kernels) or ``"eager"`` (materialised maps). ``auto`` decides per forward pass from
+            the device and the token count: on a CPU up to ``routes.CPU_EAGER_MAX_TOKENS``
+            tokens it materialises the maps (faster there); on a GPU, or for longer sequences,
+            it runs the fused kernels. With ``average`` it is always eager (the averaged map
+            must exist).
         average: teacher-map averaging ablation, ``"examples"``, ``"queries"`` or ``"heads"``
             (``copy`` and ``distill`` only).
         drop_path: ``"shared"`` or ``"student"``, see the module docstring.
@@ -181,26 +187,23 @@ class AttentionTransfer(nn.Module):
                 ("layers", layers),
                 ("heads", heads),
                 ("weight", weight),
-                ("impl", impl),
                 ("average", average),
             ):
                 if value is not None:
                     raise AttnxferError(f"{name}= has no effect in mode {mode!r}: leave it out")
         if not m.has_loss and weight is not None:
             raise AttnxferError(f"mode {mode!r} has no transfer loss, so weight= does not apply")
-        if m.features and (heads is not None or impl is not None):
-            raise AttnxferError(
-                "feature_distill transfers whole features: heads= and impl= do not apply"
-            )
+        if m.features and heads is not None:
+            raise AttnxferError("feature_distill transfers whole features: heads= does not apply")
         if average is not None and (not m.averaging or average not in AVERAGES):
             raise AttnxferError(
                 f"average={average!r} is not valid for mode {mode!r}: averaging applies to "
                 f"'copy' and 'distill' and is one of {AVERAGES}"
             )
         if impl is None:
-            impl = "eager" if average is not None else "fused"
+            impl = "eager" if average is not None else "auto"
         if impl not in R.MIXES:
-            raise AttnxferError(f"impl={impl!r} is unknown: use 'fused' or 'eager'")
+            raise AttnxferError(f"impl={impl!r} is unknown: use 'auto', 'fused' or 'eager'")
         if impl == "fused" and average is not None:
             raise AttnxferError("the averaging ablations need the maps: use impl='eager'")
         if drop_path not in DROP_PATH:
@@ -208,6 +211,10 @@ class AttentionTransfer(nn.Module):
         if (m.teacher_in_training or m.init_from_teacher) and teacher is None:
             raise AttnxferError(f"mode {mode!r} needs a teacher (build_teacher(...))")
         self.impl = impl if m.route is not None else None
+        # the kernels of timm's own attention layers: chosen by ``auto`` unless asked otherwise
+        self._plain_impl = impl
+        self._announced: set[str] = set()  # devices whose auto choice has been logged
+        self._tokens = num_tokens(student)
         self.average = average
         self.weight = float(weight if weight is not None else (m.default_weight or 0.0))
         self.layers: tuple[int, ...] = ()
@@ -301,6 +308,15 @@ class AttentionTransfer(nn.Module):
 
     def forward(self, images: Tensor) -> TransferOutput:
         """``images [B, 3, H, W]`` -> :class:`TransferOutput` (logits ``[B, C]``)."""
+        device, tokens = images.device, self._tokens
+        if self._plain_impl == "auto" and device.type not in self._announced:
+            self._announced.add(device.type)
+            how = "materialised maps" if R.prefers_eager(device, tokens) else "fused kernels"
+            log.info("impl=auto on %s with %d tokens: %s", device.type, tokens, how)
+        with R.plain_attention_kernels(self._plain_impl, device, tokens):
+            return self._forward(images)
+
+    def _forward(self, images: Tensor) -> TransferOutput:
         run_teacher = self.teacher is not None and (self.training or self.mode.teacher_at_inference)
         if not run_teacher:
             return TransferOutput(self.student(images), images.new_zeros(()))
@@ -315,6 +331,9 @@ class AttentionTransfer(nn.Module):
         finally:
             for link in self.links.values():
                 link.clear()
+            for blk in self.teacher.blocks:  # the teacher called alone computes as timm's
+                if isinstance(blk.attn, R.TeacherTap):
+                    blk.attn.link, blk.attn.last = None, False
             for shared in self._shared_drop_paths:
                 shared.mask = None
 
@@ -323,18 +342,14 @@ class AttentionTransfer(nn.Module):
         for i, blk in enumerate(self.teacher.blocks):
             if isinstance(blk.attn, R.TeacherTap):
                 blk.attn.link = self.links.get(i)
+                blk.attn.last = i == self.layers[-1]
         for blk, name, shared in self._teacher_drop_paths:
             setattr(blk, name, shared)
 
     def _forward_routed(self, images: Tensor) -> TransferOutput:
-        with torch.no_grad():  # not inference_mode: the student's autograd saves these tensors
-            self.teacher.forward_intermediates(
-                images,
-                indices=[self.layers[-1]],
-                stop_early=True,
-                intermediates_only=True,
-                output_fmt="NLC",
-            )
+        # no_grad, not inference_mode: the student's autograd saves these tensors
+        with torch.no_grad(), contextlib.suppress(R.TeacherDone):
+            self.teacher.forward_features(images)  # stopped once the last layer's q, k, v exist
         logits = self.student(images)
         losses = {i: link.loss for i, link in self.links.items() if link.loss is not None}
         total = torch.stack(list(losses.values())).sum() if losses else logits.new_zeros(())
