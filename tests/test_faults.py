@@ -139,7 +139,7 @@ def test_repeated_sigkill_including_mid_checkpoint_write(tmp_path):
     args = [
         "train",
         *RUN,
-        "optim.epochs=2",
+        "optim.epochs=4",  # long enough that every attempt is killed before the end
         "run.ckpt_every_steps=3",
         "data.mixup=0.5",
         "run.ema_decay=0.9",

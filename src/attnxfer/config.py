@@ -63,7 +63,9 @@ class DataConfig:
     ``name``: ``digits`` (scikit-learn's 8x8 digits, offline), ``imagefolder`` (``root/train``,
     ``root/val``), or a torchvision dataset: ``cifar10``, ``cifar100``, ``mnist``,
     ``fashion_mnist``. ``bad_images``: ``fail`` (stop, naming the file) or ``skip`` (count and
-    go on).
+    go on). ``pipeline``: ``tensor`` decodes the set into memory once and augments whole
+    batches as tensors (random resized crop and flip only); ``pil`` runs timm's transforms per
+    image; ``auto`` picks ``tensor`` when the augmentation allows it and the set fits in 4 GiB.
     """
 
     name: str = "digits"
@@ -75,6 +77,7 @@ class DataConfig:
     img_size: int = 32
     batch_size: int = 64  # per process
     num_workers: int = 0
+    pipeline: str = "auto"  # auto | tensor (decoded once, batch augmentation) | pil
     auto_augment: str | None = None  # e.g. "rand-m9-mstd0.5-inc1"
     reprob: float = 0.0
     scale: list = field(default_factory=lambda: [0.08, 1.0])
@@ -116,6 +119,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "none"  # none | bf16 | fp16
+    compile: bool = False  # torch.compile the training forward (pays off on long runs)
     ema_decay: float | None = None
     eval_every: int = 1  # epochs
     ckpt_every_steps: int | None = None  # also at every epoch end

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,9 @@ import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import Compose
 
+from . import tensordata
 from .config import DataConfig
 from .errors import AttnxferError
 
@@ -198,6 +201,94 @@ def build_transform(cfg: DataConfig, train: bool, mean: tuple, std: tuple) -> An
     )
 
 
+#: ``data.pipeline``: ``tensor`` decodes the set once and augments whole batches as tensors
+#: (attnxfer.tensordata); ``pil`` runs timm's per-image transforms in the loader; ``auto`` takes
+#: ``tensor`` when the recipe's augmentation allows it and the decoded set fits the budget below.
+PIPELINES = ("auto", "tensor", "pil")
+TENSOR_BUDGET_BYTES = 4 * 2**30
+
+
+def _tensor_unsupported(cfg: DataConfig) -> str | None:
+    """Why the tensor pipeline cannot run this recipe's training augmentation, or ``None``."""
+    if cfg.auto_augment:
+        return f"data.auto_augment={cfg.auto_augment!r} runs per image"
+    if cfg.reprob > 0:
+        return f"data.reprob={cfg.reprob} (random erasing) runs per image"
+    return None
+
+
+def _estimated_bytes(dataset: Dataset, geometry: Any = None) -> int | None:
+    """Decoded size of ``dataset`` judged from its first readable image (``None``: none)."""
+    for index in range(min(len(dataset), 8)):
+        sample = dataset[index]
+        if sample is not None:
+            image = sample[0] if geometry is None else geometry(sample[0])
+            return len(dataset) * image.size[0] * image.size[1] * 3
+    return None
+
+
+def _decoded(
+    cfg: DataConfig, dataset: Dataset, what: str, geometry: Any = None
+) -> tensordata.DecodedImages | None:
+    """The decoded set, or ``None`` when ``pipeline=auto`` decides against decoding it."""
+    if cfg.pipeline == "pil":
+        return None
+    if cfg.pipeline not in PIPELINES:
+        raise AttnxferError(f"data.pipeline={cfg.pipeline!r} is unknown: use one of {PIPELINES}")
+    size = _estimated_bytes(dataset, geometry)
+    if cfg.pipeline == "auto" and (size is None or size > TENSOR_BUDGET_BYTES):
+        log.info("data: %s images read per image (larger than the in-memory budget)", what)
+        return None
+    start = time.perf_counter()
+    try:
+        store = tensordata.decode(dataset, geometry)
+    except tensordata.RaggedImages as e:
+        if cfg.pipeline == "tensor":
+            raise AttnxferError(
+                f"data.pipeline=tensor needs images of one size, but the {what} {e}; "
+                "use data.pipeline=pil"
+            ) from None
+        log.info("data: %s images read per image (%s)", what, e)
+        return None
+    n, h, w, _ = store.images.shape
+    log.info(
+        "data: %d %s images decoded into memory (%dx%d, %.0f MB) in %.1f s%s",
+        n,
+        what,
+        w,
+        h,
+        store.nbytes / 2**20,
+        time.perf_counter() - start,
+        f"; {store.dropped} unreadable left out" if store.dropped else "",
+    )
+    return store
+
+
+def training_set(
+    cfg: DataConfig, dataset: Dataset, mean: tuple, std: tuple, seed: int
+) -> tuple[Dataset, int]:
+    """The augmented training set, by ``data.pipeline``, and how many images it left out."""
+    reason = _tensor_unsupported(cfg)
+    if reason is not None and cfg.pipeline == "tensor":
+        raise AttnxferError(f"data.pipeline=tensor cannot augment this recipe: {reason}")
+    store = None if reason else _decoded(cfg, dataset, "training")
+    if store is None:
+        return SeededTransform(dataset, build_transform(cfg, True, mean, std), seed), 0
+    augment = tensordata.CropFlip(cfg.img_size, tuple(cfg.scale), cfg.hflip)
+    return tensordata.TensorBatches(store, mean, std, augment, seed), store.dropped
+
+
+def evaluation_set(cfg: DataConfig, dataset: Dataset, mean: tuple, std: tuple) -> Dataset:
+    """The evaluation set, by ``data.pipeline`` (identical tensors either way)."""
+    transform = build_transform(cfg, False, mean, std)
+    steps = transform.transforms
+    cut = next(i for i, t in enumerate(steps) if type(t).__name__.endswith("ToTensor"))
+    store = _decoded(cfg, dataset, "evaluation", Compose(steps[:cut]))
+    if store is None:
+        return SeededTransform(dataset, transform, 0)
+    return tensordata.TensorBatches(store, mean, std)
+
+
 class SeededTransform(Dataset):
     """Applies ``transform`` to sample ``i`` of epoch ``e`` under an RNG seeded by (seed, e, i).
 
@@ -242,7 +333,9 @@ class Batch:
     skipped: int  # unreadable samples dropped from this batch
 
 
-def collate(samples: list) -> Batch:
+def collate(samples: list | Batch) -> Batch:
+    if isinstance(samples, Batch):  # the tensor pipeline makes whole batches itself
+        return samples
     good = [s for s in samples if s is not None]
     skipped = len(samples) - len(good)
     if not good:

@@ -35,11 +35,11 @@ from . import checkpoint as C
 from .config import Config, dump_config
 from .data import (
     ResumableSampler,
-    SeededTransform,
-    build_transform,
     collate,
+    evaluation_set,
     normalisation,
     raw_dataset,
+    training_set,
     training_subset,
 )
 from .errors import AttnxferError
@@ -260,10 +260,10 @@ class Trainer:
         self.trained = trained  # the module that is optimised, averaged (EMA) and saved
         mean, std = normalisation(cfg.data, pretrained_cfg)
         self.mean, self.std = mean, std
-        self.train_set = SeededTransform(
-            train_raw, build_transform(cfg.data, True, mean, std), cfg.run.seed
+        self.train_set, self.dropped_images = training_set(
+            cfg.data, train_raw, mean, std, cfg.run.seed
         )
-        self.val_set = SeededTransform(val_raw, build_transform(cfg.data, False, mean, std), 0)
+        self.val_set = evaluation_set(cfg.data, val_raw, mean, std)
         self.sampler = ResumableSampler(
             len(self.train_set), True, cfg.run.seed, self.d.rank, self.d.world
         )
@@ -324,6 +324,8 @@ class Trainer:
         else:
             self.criterion = nn.CrossEntropyLoss()
         self.ddp = self._wrap_ddp()
+        # what a training step calls: compiled once, on first use, when run.compile is set
+        self.step_model = torch.compile(self.ddp) if cfg.run.compile else self.ddp
         self.progress = Progress()
         if ckpt is not None:
             self._restore(ckpt)
@@ -498,7 +500,7 @@ class Trainer:
             "steps": p.step,
             "seconds": time.time() - start,
             "skipped_steps": p.skipped_steps,
-            "skipped_images": p.skipped_images,
+            "skipped_images": p.skipped_images + self.dropped_images,
             **results,
         }
         if self.d.main:
@@ -607,7 +609,7 @@ class Trainer:
         self, images: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(task loss, transfer loss, logits or None) of one micro-batch, float32 losses."""
-        out = self.ddp(images)
+        out = self.step_model(images)
         task = self.criterion(out.logits.float(), targets)
         return task, out.transfer_loss.float(), out.logits
 

@@ -195,7 +195,7 @@ class MaeTrainer(Trainer):
         return mae, mae, None
 
     def losses(self, images: torch.Tensor, targets: torch.Tensor):
-        loss, _, _ = self.ddp(images)
+        loss, _, _ = self.step_model(images)
         return loss.float(), torch.zeros((), device=images.device), None
 
     @torch.no_grad()
