@@ -1,10 +1,12 @@
 """Cost of one training step of each mode, as a ratio to fine-tuning the same student.
 
-Each configuration (mode x implementation) runs in its own process, one after another in the
-same invocation, and reports the median time of a training step (forward, backward, AdamW step)
-and its peak memory: ``torch.cuda.max_memory_allocated`` on GPU, peak resident set size on CPU
-(``ru_maxrss``; it includes the process's baseline, so ``extra_mb`` over fine-tuning is printed
-too). Teacher and student are randomly initialised: cost does not depend on the weights.
+Each configuration (mode x implementation) runs in its own process; the configurations are
+interleaved in rounds (benchmarks/rounds.py: A B C, A B C, ...), each process reports the median
+time of a training step (forward, backward, AdamW step) and its peak memory, and the ratios to
+fine-tuning are taken within each round (median over rounds, min-max). Memory is
+``torch.cuda.max_memory_allocated`` on GPU, peak resident set size on CPU (``ru_maxrss``; it
+includes the process's baseline, so ``extra_mb`` over fine-tuning is printed too). Teacher
+and student are randomly initialised: cost does not depend on the weights.
 
     python benchmarks/step_cost.py --model vit_small_patch16_224 --batch 8 --device cpu
     python benchmarks/step_cost.py --model vit_large_patch16_224 --batch 16 --dtype bf16 \
@@ -15,18 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
+from rounds import cpu_name, fmt, interleave, ratio
+
 CONFIGS = [
     ("finetune", None),
     ("scratch", None),
+    ("copy", None),
     ("copy", "fused"),
     ("copy", "eager"),
+    ("distill", None),
     ("distill", "fused"),
     ("distill", "eager"),
     ("feature_distill", None),
@@ -124,6 +129,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile the whole model")
+    p.add_argument("--rounds", type=int, default=3, help="every configuration once per round")
     p.add_argument(
         "--max-batch",
         action="store_true",
@@ -141,7 +147,7 @@ def main() -> None:
     hw = (
         torch.cuda.get_device_name(0)
         if args.device == "cuda"
-        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+        else f"{cpu_name()}, {torch.get_num_threads()} threads"
     )
     head = (
         f"# step cost: {args.model} {args.img_size}px batch {args.batch} {args.dtype} on "
@@ -150,26 +156,47 @@ def main() -> None:
     print(head, flush=True)
     if args.max_batch:
         return max_batches(args)
-    rows = []
-    for mode, impl in CONFIGS:
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{mode}:{impl}"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            print(f"{mode} {impl}: failed: {done.stderr.strip().splitlines()[-1]}", flush=True)
-            continue
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    base = next(r for r in rows if r["mode"] == "finetune")
+    reports: dict[str, list[dict]] = {}
+
+    def measure(mode: str, impl: str | None):
+        def run() -> float:
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", f"{mode}:{impl}"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{mode} {impl}: failed: {done.stderr.strip()[-500:]}")
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+            reports.setdefault(f"{mode}:{impl}", []).append(report)
+            return report["median_s"]
+
+        return run
+
+    times = interleave({f"{m}:{i}": measure(m, i) for m, i in CONFIGS}, args.rounds)
+    memory = {k: [r["peak_mb"] for r in v] for k, v in reports.items()}
     print(
-        f"{'mode':16} {'impl':6} {'median s':>9} {'x finetune':>10} {'peak MB':>9} "
+        f"{'mode':16} {'impl':6} {'median s':>9} {'x finetune (min-max)':>21} {'peak MB':>8} "
         f"{'x finetune':>10} {'extra MB':>9}"
     )
-    for r in rows:
-        r["time_ratio"] = r["median_s"] / base["median_s"]
-        r["mem_ratio"] = r["peak_mb"] / base["peak_mb"]
-        r["extra_mb"] = r["peak_mb"] - base["peak_mb"]
+    rows = []
+    for mode, impl in CONFIGS:
+        key = f"{mode}:{impl}"
+        time_ratio = ratio(times, key, "finetune:None")
+        mem_ratio = ratio(memory, key, "finetune:None")
+        peak = statistics.median(memory[key])
+        rows.append(
+            {
+                "mode": mode,
+                "impl": impl or "auto",
+                "median_s": statistics.median(times[key]),
+                "time_ratio": time_ratio,
+                "peak_mb": peak,
+                "mem_ratio": mem_ratio,
+                "extra_mb": peak - statistics.median(memory["finetune:None"]),
+            }
+        )
+        r = rows[-1]
         print(
-            f"{r['mode']:16} {r['impl']:6} {r['median_s']:9.3f} {r['time_ratio']:10.2f} "
-            f"{r['peak_mb']:9.0f} {r['mem_ratio']:10.2f} {r['extra_mb']:9.0f}"
+            f"{mode:16} {r['impl']:6} {r['median_s']:9.3f} {fmt(time_ratio):>21} {peak:8.0f} "
+            f"{mem_ratio['median']:10.2f} {r['extra_mb']:9.0f}"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -111,3 +111,132 @@ def test_ablations_report_gives_each_row_its_share_of_the_gap(tmp_path):
     saved = json.loads(out.with_suffix(".json").read_text())
     assert [a["name"] for a in saved["ablations"]] == ["heads"]
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_throughput_script_measures_every_part_and_writes_its_report(tmp_path, teacher_file):
+    """benchmarks/throughput.py on a tiny recipe: step, data and end to end for two settings,
+    interleaved; the report has each mode's rows and the speed-up over the first setting."""
+    import subprocess
+    import sys
+
+    from test_engine import ENV, TINY_STUDENT
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(_yaml_of(["data.name=digits", *TINY_STUDENT]))
+    out = tmp_path / "throughput"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "throughput.py"),
+            "--config",
+            str(recipe),
+            "--teacher",
+            str(teacher_file),
+            "--modes",
+            "scratch,distill",
+            "--rounds",
+            "2",
+            "--steps",
+            "2",
+            "--e2e-steps",
+            "3",
+            "--out",
+            str(out),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    rows = {(r["mode"], r["setting"]): r for r in report["rows"]}
+    assert set(rows) == {(m, s) for m in ("scratch", "distill") for s in ("before", "after")}
+    for r in rows.values():
+        assert all(len(r["runs"][k]) == 2 and r[k] > 0 for k in ("step", "data", "e2e"))
+        assert len(r["e2e_over_step"]["rounds"]) == 2
+    assert (
+        "e2e_speedup" in rows["distill", "after"] and "e2e_speedup" not in rows["distill", "before"]
+    )
+    text = out.with_suffix(".md").read_text()
+    assert "| distill | after |" in text and "Hardware:" in text and "Command:" in text
+
+
+def test_attention_crossover_script_reports_a_ratio_per_token_count():
+    import subprocess
+    import sys
+
+    args = ["--tokens", "9,17", "--batch", "2", "--heads", "2", "--dim", "8", "--steps", "1"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "attention_crossover.py"), *args, "--rounds", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = done.stdout.strip().splitlines()[-2:]
+    assert [line.split()[0] for line in table] == ["9", "17"]
+    assert all(float(line.split()[3]) > 0 for line in table)  # fused/eager, median of rounds
+
+
+def test_diagnosis_report_shares_each_teachers_own_gap(tmp_path):
+    report = _load("diagnosis_report")
+    mae, sup = "teachers/m.safetensors", "../shared/data/vit-checkpoints/s.safetensors"
+
+    def sweep(name, grid, rows, fixed):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        result = {"grid": grid, "rows": rows, "fixed": fixed, "train_seconds": 60.0}
+        (folder / "results.json").write_text(json.dumps({**result, "hardware": "cpu"}))
+
+    def row(mean, **setting):
+        return {**setting, "mean": mean, "std": 0.0, "runs": [mean]}
+
+    modes = {"transfer.mode": ["scratch", "distill"]}
+    sweep(
+        "baseline",
+        modes,
+        [row(30.0, **{"transfer.mode": "scratch"}), row(35.0, **{"transfer.mode": "distill"})],
+        [f"teacher.source={mae}"],
+    )
+    sweep(
+        "finetune",
+        {"teacher.source": [mae, sup]},
+        [row(40.0, **{"teacher.source": mae}), row(60.0, **{"teacher.source": sup})],
+        ["transfer.mode=finetune"],
+    )
+    sweep(
+        "supervised",
+        modes,
+        [row(20.0, **{"transfer.mode": "scratch"}), row(50.0, **{"transfer.mode": "distill"})],
+        [f"teacher.source={sup}"],
+    )
+    out = tmp_path / "diagnosis"
+    assert report.main(["--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    gaps = {(r["teacher"], r["mode"]): r["gap_percent"] for r in rows}
+    assert gaps == {
+        ("mae", "scratch"): 0.0,
+        ("mae", "distill"): 50.0,
+        ("mae", "finetune"): 100.0,
+        ("supervised", "finetune"): 100.0,
+        ("supervised", "scratch"): 0.0,
+        ("supervised", "distill"): 75.0,
+    }
+    assert (
+        "| supervised | distill | mode=distill | 50.00 ± 0.00 | 1 | 75% |"
+        in out.with_suffix(".md").read_text()
+    )
+
+
+def test_compare_tables_gives_welch_t_per_shared_row(tmp_path):
+    bench = _load("compare_tables")
+    before = {"rows": [{"method": "a", "mean": 2.0, "std": 1.0, "runs": [1.0, 2.0, 3.0]}]}
+    after = {
+        "rows": [
+            {"method": "a", "mean": 4.0, "std": 1.0, "runs": [3.0, 4.0, 5.0]},
+            {"method": "b", "mean": 9.0, "std": 0.0, "runs": [9.0, 9.0]},
+        ]
+    }
+    rows = bench.compare(before, after)
+    assert [r["row"] for r in rows] == ["a"]
+    assert rows[0]["difference"] == 2.0
+    assert abs(rows[0]["t"] - 2.0 / (2 / 3) ** 0.5) < 1e-12  # se = sqrt(1/3 + 1/3)
