@@ -39,12 +39,15 @@ def fmt(r: dict[str, float]) -> str:
 
 
 def cpu_name() -> str:
-    """The processor's model name (``/proc/cpuinfo`` on Linux), else the platform's word."""
+    """The processor's model name and its bfloat16/AMX instruction sets (``/proc/cpuinfo`` on
+    Linux), else the platform's word."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            info = f.read()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    lines = info.splitlines()
+    name = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "CPU")
+    flags = next((x.split(":", 1)[1].split() for x in lines if x.startswith("flags")), [])
+    extra = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(extra)})" if extra else name

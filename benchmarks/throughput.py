@@ -9,7 +9,10 @@ per second:
   of pre-made tensors, repeated;
 - (b) ``data``: the training loader alone (decoding, augmentation, collation);
 - (c) ``e2e``: ``attnxfer train`` in its own process on ``--e2e-steps`` batches, from its
-  ``metrics.jsonl`` (images per second since the epoch started, so loader start-up counts).
+  ``metrics.jsonl``: images per second since the epoch started (loader start-up and the first,
+  slow steps count), and ``steady``, the rate between the first and the last logged step
+  (a quarter of the run in, to the end), comparable with (a), which is timed after 3 warm-up
+  steps.
 
 All configurations are interleaved in rounds (benchmarks/rounds.py); the report gives medians
 over rounds, the speed-up of each setting over the first, and (c)/(a).
@@ -37,6 +40,7 @@ from attnxfer.config import load_config
 from attnxfer.engine import Trainer
 from attnxfer.reproduce import METHOD_OVERRIDES
 
+PARTS = ("step", "data", "e2e", "steady")
 SETTINGS = {
     "before": ["data.pipeline=pil", "run.amp=none", "transfer.impl=fused"],
     "after": [],
@@ -101,14 +105,22 @@ class Case:
             *self.overrides,
             f"data.train_subset={batch * self.args.e2e_steps}",
             "optim.epochs=1",
-            f"run.log_every={self.args.e2e_steps}",
+            f"run.log_every={max(1, self.args.e2e_steps // 4)}",
             f"run.output={out}",
         ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"{shlex.join(cmd)} failed: {done.stderr.strip()[-500:]}")
-        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        return [r for r in records if "img_per_s" in r][-1]["img_per_s"]
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        logged = [r for r in map(json.loads, lines) if "img_per_s" in r]
+        first, last = logged[0], logged[-1]
+        # img_per_s at step s is s * batch / (seconds since the epoch started)
+        seconds = [r["step"] * batch / r["img_per_s"] for r in (first, last)]
+        self.steady = (last["step"] - first["step"]) * batch / (seconds[1] - seconds[0])
+        return last["img_per_s"]
+
+    def e2e_steady(self) -> float:
+        return self.steady  # measured by the e2e run just before
 
 
 def main() -> None:
@@ -134,6 +146,7 @@ def main() -> None:
             measures[f"{m}/{s}/step"] = case.step
             measures[f"{m}/{s}/data"] = case.data
             measures[f"{m}/{s}/e2e"] = case.e2e
+            measures[f"{m}/{s}/steady"] = case.e2e_steady
         values = interleave(measures, args.rounds)
 
     base = settings[0]
@@ -144,9 +157,10 @@ def main() -> None:
             row = {
                 "mode": m,
                 "setting": s,
-                **{k: statistics.median(values[f"{key}/{k}"]) for k in ("step", "data", "e2e")},
-                "runs": {k: values[f"{key}/{k}"] for k in ("step", "data", "e2e")},
+                **{k: statistics.median(values[f"{key}/{k}"]) for k in PARTS},
+                "runs": {k: values[f"{key}/{k}"] for k in PARTS},
                 "e2e_over_step": ratio(values, f"{key}/e2e", f"{key}/step"),
+                "steady_over_step": ratio(values, f"{key}/steady", f"{key}/step"),
             }
             if s != base:
                 row["e2e_speedup"] = ratio(values, f"{key}/e2e", f"{m}/{base}/e2e")
@@ -167,15 +181,16 @@ def main() -> None:
         f"{args.steps} steps; (b) the loader alone, {args.steps} batches; (c) `attnxfer train` "
         f"end to end, {args.e2e_steps} steps.",
         "",
-        "| mode | setting | (a) step | (b) data | (c) end to end | (c)/(a) | (c) speed-up | "
-        "(a) speed-up |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | setting | (a) step | (b) data | (c) end to end | (c) steady | (c)/(a) | "
+        "(c) steady/(a) | (c) speed-up | (a) speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         up = [fmt(r[k]) if k in r else "1" for k in ("e2e_speedup", "step_speedup")]
         lines.append(
             f"| {r['mode']} | {r['setting']} | {r['step']:.0f} | {r['data']:.0f} | "
-            f"{r['e2e']:.0f} | {fmt(r['e2e_over_step'])} | {up[0]} | {up[1]} |"
+            f"{r['e2e']:.0f} | {r['steady']:.0f} | {fmt(r['e2e_over_step'])} | "
+            f"{fmt(r['steady_over_step'])} | {up[0]} | {up[1]} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

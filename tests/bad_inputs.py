@@ -42,6 +42,12 @@ def _folder(root: Path, classes=("a", "b"), val_classes=None) -> Path:
     return root
 
 
+def _ragged(root: Path) -> Path:
+    _folder(root)
+    Image.new("RGB", (20, 12), (9, 9, 9)).save(root / "train" / "a" / "1.png")
+    return root
+
+
 def _non_empty(folder: Path) -> Path:
     folder.mkdir()
     (folder / "notes.txt").write_text("precious")
@@ -253,6 +259,34 @@ CASES: list[Case] = [
         "fp16 autocast on CPU",
         lambda t: ["train", *TINY, "run.amp=fp16", f"run.output={t / 'r'}"],
         "needs a GPU",
+    ),
+    Case(
+        "unknown data pipeline",
+        lambda t: ["train", *TINY, "data.pipeline=fast", f"run.output={t / 'r'}"],
+        "data.pipeline='fast' is unknown",
+    ),
+    Case(
+        "tensor pipeline asked for an augmentation it cannot do",
+        lambda t: [
+            "train",
+            *TINY,
+            "data.pipeline=tensor",
+            "data.reprob=0.25",
+            f"run.output={t / 'r'}",
+        ],
+        "data.pipeline=tensor cannot augment this recipe",
+    ),
+    Case(
+        "tensor pipeline on images of different sizes",
+        lambda t: [
+            "train",
+            *TINY,
+            "data.name=imagefolder",
+            f"data.root={_ragged(t / 'g')}",
+            "data.pipeline=tensor",
+            f"run.output={t / 'r'}",
+        ],
+        "needs images of one size",
     ),
     Case(
         "batch larger than the training set",

@@ -152,7 +152,7 @@ def test_throughput_script_measures_every_part_and_writes_its_report(tmp_path, t
     rows = {(r["mode"], r["setting"]): r for r in report["rows"]}
     assert set(rows) == {(m, s) for m in ("scratch", "distill") for s in ("before", "after")}
     for r in rows.values():
-        assert all(len(r["runs"][k]) == 2 and r[k] > 0 for k in ("step", "data", "e2e"))
+        assert all(len(r["runs"][k]) == 2 and r[k] > 0 for k in ("step", "data", "e2e", "steady"))
         assert len(r["e2e_over_step"]["rounds"]) == 2
     assert (
         "e2e_speedup" in rows["distill", "after"] and "e2e_speedup" not in rows["distill", "before"]

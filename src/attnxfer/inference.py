@@ -121,7 +121,7 @@ def evaluate_models(
     from torch.utils.data import DataLoader
 
     from .config import DataConfig
-    from .data import ResumableSampler, SeededTransform, build_transform, collate, raw_dataset
+    from .data import ResumableSampler, collate, evaluation_set, raw_dataset
     from .engine import evaluate, setup_distributed
 
     d = d or setup_distributed("auto")
@@ -148,10 +148,10 @@ def evaluate_models(
     results: dict[str, dict[str, dict]] = {}
     for label, data_cfg in data_sets.items():
         raw = raw_dataset(data_cfg, split or data_cfg.val_split)
-        tf = build_transform(data_cfg, False, tuple(first["mean"]), tuple(first["std"]))
-        sampler = ResumableSampler(len(raw), False, rank=d.rank, world=d.world, pad=False)
+        images = evaluation_set(data_cfg, raw, tuple(first["mean"]), tuple(first["std"]))
+        sampler = ResumableSampler(len(images), False, rank=d.rank, world=d.world, pad=False)
         loader = DataLoader(
-            SeededTransform(raw, tf, 0),
+            images,
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=collate,

@@ -75,9 +75,10 @@ def _eager(q: Tensor, k: Tensor, v: Tensor, scale: float, dropout_p: float) -> T
 
 
 #: On a CPU, sequences up to this many tokens attend faster through materialised maps than
-#: through the fused kernels (forward and backward of the distillation loss plus the layer's own
-#: attention, 2-core AMD EPYC: eager 0.91x of fused at 65 tokens, 0.75x at 401; fused wins from
-#: about 600 tokens on, 0.72x at 785). Measured by ``benchmarks/attention_crossover.py``.
+#: through the fused kernels: forward and backward of one layer's distillation loss plus its own
+#: attention take 1.73x as long fused at 65 tokens, 1.34x at 401, 1.04x at 785 and 0.96x at
+#: 1025 (2-core AMD EPYC, docs/results/attention_crossover_cpu.txt,
+#: ``benchmarks/attention_crossover.py``).
 CPU_EAGER_MAX_TOKENS = 512
 
 
@@ -183,15 +184,20 @@ class TeacherDone(Exception):
 class TeacherTap(_Route):
     """The teacher's own attention, recording its per-head ``q, k, v`` into ``link``.
 
-    ``link`` and ``last`` are bound by the wrapper before each teacher pass (one teacher may
-    serve several ``AttentionTransfer`` wrappers); an unbound tap records nothing. A ``last``
-    tap stops the pass (:class:`TeacherDone`) as soon as it has recorded.
+    ``link``, ``last`` and ``mix`` are bound by the wrapper before each teacher pass (one
+    teacher may serve several ``AttentionTransfer`` wrappers); an unbound tap records nothing
+    and attends with the fused kernel. A ``last`` tap stops the pass (:class:`TeacherDone`) as
+    soon as it has recorded.
     """
 
     def __init__(self, attn: nn.Module) -> None:
         super().__init__(attn)
         self.link: LayerLink | None = None
         self.last = False
+        self.mix: Mix = _sdpa
+
+    def bind(self, link: LayerLink | None = None, last: bool = False, mix: Mix = _sdpa) -> None:
+        self.link, self.last, self.mix = link, last, mix
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
@@ -199,7 +205,7 @@ class TeacherTap(_Route):
             self.link.teacher = TeacherQKV(q, k, v, self.scale)
             if self.last:
                 raise TeacherDone
-        return _sdpa(q, k, v, self.scale, self.dropout_p())
+        return self.mix(q, k, v, self.scale, self.dropout_p())
 
 
 @dataclass(frozen=True)

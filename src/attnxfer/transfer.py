@@ -333,7 +333,7 @@ class AttentionTransfer(nn.Module):
                 link.clear()
             for blk in self.teacher.blocks:  # the teacher called alone computes as timm's
                 if isinstance(blk.attn, R.TeacherTap):
-                    blk.attn.link, blk.attn.last = None, False
+                    blk.attn.bind()
             for shared in self._shared_drop_paths:
                 shared.mask = None
 
@@ -341,8 +341,7 @@ class AttentionTransfer(nn.Module):
         """Point the teacher's taps and drop paths at this wrapper (the teacher may be shared)."""
         for i, blk in enumerate(self.teacher.blocks):
             if isinstance(blk.attn, R.TeacherTap):
-                blk.attn.link = self.links.get(i)
-                blk.attn.last = i == self.layers[-1]
+                blk.attn.bind(self.links.get(i), i == self.layers[-1], R.MIXES[self._plain_impl])
         for blk, name, shared in self._teacher_drop_paths:
             setattr(blk, name, shared)
 
