@@ -462,3 +462,18 @@ def test_normalisation_comes_from_the_teacher():
     mine = DataConfig(mean=[0.5] * 3, std=[0.5] * 3)
     assert normalisation(mine, teacher_cfg) == ((0.5,) * 3, (0.5,) * 3)
     assert normalisation(DataConfig(), None)[0] == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_compiled_training_follows_the_eager_run(tmp_path, teacher_file):
+    """run.compile=true trains through torch.compile (a distilled student, so the teacher's
+    early stop and the route kernels are compiled too) and ends where the eager run ends, up to
+    the compiler's float rounding."""
+    runs = {}
+    for compiled in (False, True):
+        out = tmp_path / f"compile-{compiled}"
+        args = [*TINY_STUDENT, f"teacher.source={teacher_file}", "data.batch_size=64"]
+        assert cli("train", *args, f"run.compile={str(compiled).lower()}", f"run.output={out}") == 0
+        runs[compiled] = _final_weights(out)
+    a, b = runs[False], runs[True]
+    worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item() for k in a)
+    assert 0 <= worst < 2e-2, worst  # 45 steps of float rounding apart (another seed: ~1)
