@@ -78,6 +78,30 @@ def test_bad_mae_settings_are_refused():
         MaskedAutoencoder(_encoder(), mask_ratio=1.0)
     with pytest.raises(AttnxferError, match="multiple of"):
         MaskedAutoencoder(_encoder(), decoder_dim=30, decoder_heads=4)
+    with pytest.raises(AttnxferError, match="impl='flash' is unknown"):
+        MaskedAutoencoder(_encoder(), impl="flash")
+
+
+def test_attention_kernels_follow_impl(monkeypatch):
+    """``impl`` reaches the kernel choice of encoder and decoder (a CPU at 17 tokens: ``auto``
+    materialises the maps), and every choice computes the same loss."""
+    from attnxfer import routes
+
+    chosen, real = [], routes.plain_attention_kernels
+
+    def spy(impl, device, tokens):
+        chosen.append((impl, device.type, tokens))
+        return real(impl, device, tokens)
+
+    monkeypatch.setattr(routes, "plain_attention_kernels", spy)
+    images, noise = torch.randn(2, 3, 16, 16), torch.rand(2, 16)
+    losses = {}
+    for impl in ("auto", "fused", "eager"):
+        mae = MaskedAutoencoder(_encoder(), mask_ratio=0.5, impl=impl)
+        losses[impl] = mae(images, noise)[0]
+    assert chosen == [(i, "cpu", 17) for i in ("auto", "fused", "eager")]
+    torch.testing.assert_close(losses["auto"], losses["fused"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["eager"], losses["fused"], rtol=1e-5, atol=1e-6)
 
 
 MAE_ARGS = [*TINY_STUDENT, "pretrain.decoder_dim=32", "pretrain.decoder_depth=1"]

@@ -25,10 +25,11 @@ from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
+from . import routes as R
 from .config import Config
 from .engine import Trainer, _all_reduce, autocast, swapped_weights
 from .errors import AttnxferError
-from .models import ModelSpec, check_supported, spec_of
+from .models import ModelSpec, check_supported, num_tokens, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ class MaskedAutoencoder(nn.Module):
     """An unmodified timm ViT encoder (``self.encoder``) plus MAE's light decoder.
 
     ``forward(images)`` returns ``(loss, prediction, mask)``: prediction ``[B, N, p*p*3]``,
-    mask ``[B, N]`` with 1 at the masked patches.
+    mask ``[B, N]`` with 1 at the masked patches. ``impl`` chooses the attention kernels as
+    ``AttentionTransfer``'s does: ``"auto"`` materialises the maps on a CPU at short sequences
+    (PyTorch's math backend), ``"fused"`` leaves the choice to PyTorch, ``"eager"`` always
+    materialises.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class MaskedAutoencoder(nn.Module):
         decoder_dim: int = 128,
         decoder_depth: int = 2,
         decoder_heads: int = 4,
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(encoder, VisionTransformer) or encoder.dynamic_img_size:
@@ -77,7 +82,12 @@ class MaskedAutoencoder(nn.Module):
                 f"pretrain.decoder_dim ({decoder_dim}) must be a multiple of "
                 f"pretrain.decoder_heads ({decoder_heads})"
             )
+        if impl not in R.MIXES:
+            raise AttnxferError(
+                f"transfer.impl={impl!r} is unknown: use 'auto', 'fused' or 'eager'"
+            )
         self.encoder = encoder
+        self.impl = impl
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         pe = encoder.patch_embed
@@ -146,8 +156,10 @@ class MaskedAutoencoder(nn.Module):
         n = self.encoder.patch_embed.num_patches
         if noise is None:
             noise = torch.rand(images.shape[0], n, device=images.device)
-        latent, mask, restore = self.encode(images, noise)
-        pred = self.decode(latent, restore)
+        # the decoder sees every token: it sets the kernel choice (as ``AttentionTransfer``)
+        with R.plain_attention_kernels(self.impl, images.device, num_tokens(self.encoder)):
+            latent, mask, restore = self.encode(images, noise)
+            pred = self.decode(latent, restore)
         return self.loss(images, pred, mask), pred, mask
 
 
@@ -191,6 +203,7 @@ class MaeTrainer(Trainer):
             decoder_dim=p.decoder_dim,
             decoder_depth=p.decoder_depth,
             decoder_heads=p.decoder_heads,
+            impl=self.cfg.transfer.impl or "auto",
         )
         return mae, mae, None
 
