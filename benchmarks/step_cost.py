@@ -11,6 +11,15 @@ and student are randomly initialised: cost does not depend on the weights.
     python benchmarks/step_cost.py --model vit_small_patch16_224 --batch 8 --device cpu
     python benchmarks/step_cost.py --model vit_large_patch16_224 --batch 16 --dtype bf16 \
         --device cuda
+
+Against the paper's reference implementation (``--reference``: the file of your own clone of its
+repository that defines ``DualVisionTransformer``; attnxfer neither ships it nor imports it
+anywhere else): fine-tuning, copy and distillation, attnxfer's and the reference's, with the
+architecture of the timm ``--model``, the same layers (``--layers end_layer:-K``, the reference's
+``end_layer=-K``), the same loss (cross-entropy + 3 x the distillation loss) and AdamW:
+
+    python benchmarks/step_cost.py --model vit_small_patch16_224 --batch 8 \
+        --layers end_layer:-3 --reference PATH/TO/CLONE/FILE_WITH_DualVisionTransformer.py
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from rounds import cpu_name, fmt, interleave, ratio
 
@@ -38,6 +48,73 @@ CONFIGS = [
 ]
 
 
+REFERENCE_CONFIGS = [
+    ("finetune", None),
+    ("copy", None),
+    ("ref-copy", None),
+    ("distill", None),
+    ("ref-distill", None),
+]
+#: the reference's distillation weight (its released recipe), attnxfer's default too
+REFERENCE_WEIGHT = 3.0
+
+
+def _end_layer(layers: str | None) -> int:
+    """``end_layer:-K`` -> -K, the only layer choice the reference's model takes."""
+    if not layers or not layers.startswith("end_layer:"):
+        raise SystemExit("--reference needs --layers end_layer:-K (the reference's only choice)")
+    return int(layers.split(":", 1)[1])
+
+
+def reference_model(args: argparse.Namespace, mode: str):
+    """The reference's ``DualVisionTransformer`` (from the file ``args.reference``) with the
+    architecture of the timm ``args.model``: ``forward(x)`` returns ``(logits, transfer loss)``
+    as attnxfer's models do."""
+    import importlib.util
+    from functools import partial
+
+    import timm
+    import torch
+
+    spec = importlib.util.spec_from_file_location("reference_dual_vit", args.reference)
+    if spec is None or not Path(args.reference).is_file():
+        raise SystemExit(f"--reference {args.reference}: no such file")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    with torch.device("meta"):
+        vit = timm.create_model(args.model, img_size=args.img_size)
+    block = vit.blocks[0]
+    kwargs = {
+        "img_size": args.img_size,
+        "patch_size": vit.patch_embed.patch_size[0],
+        "embed_dim": vit.embed_dim,
+        "depth": len(vit.blocks),
+        "num_heads": block.attn.num_heads,
+        "mlp_ratio": block.mlp.fc1.out_features / vit.embed_dim,
+        "qkv_bias": block.attn.qkv.bias is not None,
+        "norm_layer": partial(torch.nn.LayerNorm, eps=block.norm1.eps),
+        "num_classes": 1000,
+        "global_pool": True,  # the MAE fine-tuning convention the reference trains with
+    }
+    dual = ref.DualVisionTransformer(
+        mode=mode, teacher_kwargs=kwargs, student_kwargs=kwargs, end_layer=_end_layer(args.layers)
+    )
+    dual.teacher.requires_grad_(False)
+
+    class Reference(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dual, self.student = dual, dual.student
+
+        def forward(self, x):
+            out = self.dual(x)
+            if isinstance(out, tuple):
+                return out[0], REFERENCE_WEIGHT * out[1]
+            return out, x.new_zeros(())
+
+    return Reference()
+
+
 def worker(args: argparse.Namespace) -> dict:
     import timm
     import torch
@@ -46,12 +123,27 @@ def worker(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    kwargs = {"img_size": args.img_size}
-    teacher = build_teacher(timm.create_model(args.model, **kwargs)).to(device)
-    student = build_student(teacher, num_classes=1000).to(device)
     mode, impl = args.worker.split(":")
-    extra = {"impl": impl} if impl != "None" else {}
-    model = AttentionTransfer(teacher if mode != "scratch" else None, student, mode=mode, **extra)
+    if mode.startswith("ref-"):
+        model = reference_model(args, mode[len("ref-") :]).to(device)
+
+        def outputs(x):
+            return model(x)
+    else:
+        kwargs = {"img_size": args.img_size}
+        teacher = build_teacher(timm.create_model(args.model, **kwargs)).to(device)
+        student = build_student(teacher, num_classes=1000).to(device)
+        extra = {"impl": impl} if impl != "None" else {}
+        if args.layers and mode in ("copy", "distill"):
+            extra["layers"] = args.layers
+        model = AttentionTransfer(
+            teacher if mode != "scratch" else None, student, mode=mode, **extra
+        )
+
+        def outputs(x):
+            out = forward(x)
+            return out.logits, out.transfer_loss
+
     model.train()
     opt = torch.optim.AdamW(model.student.parameters(), lr=1e-4)
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
@@ -61,8 +153,8 @@ def worker(args: argparse.Namespace) -> dict:
 
     def step() -> None:
         with amp:
-            out = forward(x)
-            loss = torch.nn.functional.cross_entropy(out.logits.float(), y) + out.transfer_loss
+            logits, transfer_loss = outputs(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y) + transfer_loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -105,7 +197,7 @@ def _fits(args: argparse.Namespace, mode: str, impl: str | None, batch: int) -> 
 def max_batches(args: argparse.Namespace, limit: int = 4096) -> None:
     """Largest batch of each configuration that trains without running out of memory."""
     rows = []
-    for mode, impl in CONFIGS:
+    for mode, impl in REFERENCE_CONFIGS if args.reference else CONFIGS:
         low, high = 0, 1
         while high <= limit and _fits(args, mode, impl, high):
             low, high = high, high * 2
@@ -135,6 +227,12 @@ def main() -> None:
         action="store_true",
         help="instead of timing: the largest batch each configuration fits (CUDA; doubling, "
         "then bisection, one process per trial)",
+    )
+    p.add_argument("--layers", help="transferred layers of copy and distillation (default: all)")
+    p.add_argument(
+        "--reference",
+        help="the reference implementation's file defining DualVisionTransformer: compare "
+        "attnxfer against it (needs --layers end_layer:-K)",
     )
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -170,14 +268,17 @@ def main() -> None:
 
         return run
 
-    times = interleave({f"{m}:{i}": measure(m, i) for m, i in CONFIGS}, args.rounds)
+    configs = REFERENCE_CONFIGS if args.reference else CONFIGS
+    if args.reference:
+        _end_layer(args.layers)
+    times = interleave({f"{m}:{i}": measure(m, i) for m, i in configs}, args.rounds)
     memory = {k: [r["peak_mb"] for r in v] for k, v in reports.items()}
     print(
         f"{'mode':16} {'impl':6} {'median s':>9} {'x finetune (min-max)':>21} {'peak MB':>8} "
         f"{'x finetune':>10} {'extra MB':>9}"
     )
     rows = []
-    for mode, impl in CONFIGS:
+    for mode, impl in configs:
         key = f"{mode}:{impl}"
         time_ratio = ratio(times, key, "finetune:None")
         mem_ratio = ratio(memory, key, "finetune:None")
@@ -185,7 +286,7 @@ def main() -> None:
         rows.append(
             {
                 "mode": mode,
-                "impl": impl or "auto",
+                "impl": impl or ("-" if mode.startswith("ref-") else "auto"),
                 "median_s": statistics.median(times[key]),
                 "time_ratio": time_ratio,
                 "peak_mb": peak,
@@ -198,9 +299,16 @@ def main() -> None:
             f"{mode:16} {r['impl']:6} {r['median_s']:9.3f} {fmt(time_ratio):>21} {peak:8.0f} "
             f"{mem_ratio['median']:10.2f} {r['extra_mb']:9.0f}"
         )
+    record = {"setting": vars(args), "hardware": hw, "rows": rows}
+    if args.reference:
+        record["attnxfer_speedup"] = {}
+        for mode in ("copy", "distill"):
+            up = ratio(times, f"ref-{mode}:None", f"{mode}:None")
+            record["attnxfer_speedup"][mode] = up
+            print(f"{mode}: attnxfer is {fmt(up)}x as fast as the reference per step")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"setting": vars(args), "hardware": hw, "rows": rows}, f, indent=1)
+            json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":

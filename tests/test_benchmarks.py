@@ -240,3 +240,65 @@ def test_compare_tables_gives_welch_t_per_shared_row(tmp_path):
     assert [r["row"] for r in rows] == ["a"]
     assert rows[0]["difference"] == 2.0
     assert abs(rows[0]["t"] - 2.0 / (2 / 3) ** 0.5) < 1e-12  # se = sqrt(1/3 + 1/3)
+
+
+# A stand-in with the reference implementation's interface (constructor keywords, a
+# ``teacher``/``student`` pair, ``(logits, loss)`` from distillation in training): the plumbing of
+# ``step_cost.py --reference`` is tested without the reference's own code.
+FAKE_REFERENCE = """
+import torch
+from torch import nn
+
+
+class _ViT(nn.Module):
+    def __init__(self, img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
+                 norm_layer, num_classes, global_pool):
+        super().__init__()
+        self.embed = nn.Conv2d(3, embed_dim, patch_size, patch_size)
+        self.norm = norm_layer(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.depth = depth
+
+    def forward(self, x):
+        return self.head(self.norm(self.embed(x).flatten(2).mean(-1)))
+
+
+class DualVisionTransformer(nn.Module):
+    calls = []
+
+    def __init__(self, mode="distill", drop_path_rate=0, teacher_kwargs=None,
+                 student_kwargs=None, end_layer=-3):
+        super().__init__()
+        assert end_layer == -2 and teacher_kwargs["depth"] == 6, (end_layer, teacher_kwargs)
+        self.mode, self.teacher, self.student = mode, _ViT(**teacher_kwargs), _ViT(**student_kwargs)
+
+    def forward(self, x):
+        logits = self.student(x)
+        if self.mode == "distill" and self.training:
+            return logits, (logits - self.teacher(x)).pow(2).mean()
+        return logits
+"""
+
+
+def test_step_cost_against_a_reference_file_reports_attnxfers_speedup(tmp_path):
+    import subprocess
+    import sys
+
+    ref = tmp_path / "models_dual_vit.py"
+    ref.write_text(FAKE_REFERENCE)
+    args = ["--model", "test_vit", "--img-size", "32", "--batch", "2"]  # 6 blocks
+    args += ["--steps", "1", "--warmup", "1", "--rounds", "1", "--json", str(tmp_path / "r.json")]
+    script = [sys.executable, str(BENCH / "step_cost.py"), *args]
+    refused = subprocess.run([*script, "--reference", str(ref)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "--layers end_layer:-K" in refused.stderr
+    done = subprocess.run(
+        [*script, "--layers", "end_layer:-2", "--reference", str(ref)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "r.json").read_text())
+    modes = [r["mode"] for r in record["rows"]]
+    assert modes == ["finetune", "copy", "ref-copy", "distill", "ref-distill"]
+    assert set(record["attnxfer_speedup"]) == {"copy", "distill"}
+    assert all(v["median"] > 0 for v in record["attnxfer_speedup"].values())
