@@ -382,6 +382,16 @@ CASES: list[Case] = [
         "does not exist",
     ),
     Case(
+        "schedule curve at a fractional number of epochs above one",
+        lambda t: ["reproduce", "--curve", "0.4,2.5", "--out", str(t / "c")],
+        "is not valid: use whole epochs",
+    ),
+    Case(
+        "--reuse given to the table instead of the curve",
+        lambda t: ["reproduce", "--reuse", str(t), "--out", str(t / "r")],
+        "--reuse applies to --curve only",
+    ),
+    Case(
         "prepare of an unknown data set",
         lambda t: ["prepare", "imagenet-21k", "--cache", str(t / "c")],
         "unknown data set",

@@ -138,7 +138,18 @@ def test_mae_pretrain_writes_a_teacher_that_transfers(tmp_path, capsys):
         )
         == 0
     )
-    assert json.loads((student / "summary.json").read_text())["val_top1"] > 10
+    done = json.loads((student / "summary.json").read_text())
+    assert done["val_top1"] > 10
+    assert (out / "teacher" / "loss.png").stat().st_size > 0
+    # the card again, now with the student that used the teacher
+    capsys.readouterr()
+    assert cli("pretrain", "--card", str(out), "--title", "tiny", "--downstream", str(student)) == 0
+    readme = (out / "teacher" / "README.md").read_text()
+    assert readme.startswith("# tiny: a MAE teacher") and "![pre-training" in readme
+    row = f"| distill | all | 1 | {done['steps']} | {done['val_top1']:.2f} | `student` |"
+    assert row in readme
+    assert cli("pretrain", "--card", str(out), "--downstream", str(tmp_path)) == 2
+    assert "is not a finished training run" in capsys.readouterr().err
 
 
 def test_mae_resume_is_exact(tmp_path):

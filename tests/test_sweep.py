@@ -147,3 +147,46 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     md = (out / "results.md").read_text()
     assert "| distill |" in md and "Hardware:" in md
     assert "attnxfer reproduce" in md
+
+
+def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file):
+    """Every method at every length, a share of an epoch as a subset, the gap per length, the
+    files; a second invocation takes identical finished runs instead of training them."""
+    from attnxfer import reproduce as R
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data: {name: digits, scale: [0.6, 1.0], hflip: 0.0}\n")
+    tier = R.Tier(str(recipe), str(teacher_file), str(teacher_file), (0,), "test", 1000)
+    monkeypatch.setitem(R.TIERS, "cpu", tier)
+    out = tmp_path / "curve"
+    args = ["reproduce", "--curve", "0.1,1", *TINY_STUDENT[1:], "optim.lr=1e-3"]
+    assert cli(*args, "--out", str(out)) == 0
+    report = json.loads((out / "schedule_curve.json").read_text())
+    assert [p["epochs"] for p in report["points"]] == [0.1, 1.0]
+    short, full = report["points"]
+    assert short["steps"] == 100 // 32 and full["steps"] > short["steps"]  # 100 images
+    for p in report["points"]:
+        assert list(p["methods"]) == list(R.CURVE_METHODS)
+        scratch, finetune, distill = (
+            p["methods"][k]["mean"] for k in ("scratch", "finetune", "distill")
+        )
+        if finetune == scratch:  # no gap to recover
+            assert p["gap_recovered"]["distill"] is None
+        else:
+            expected = 100 * (distill - scratch) / (finetune - scratch)
+            assert p["gap_recovered"]["distill"] == pytest.approx(expected)
+    assert (out / "schedule_curve.png").stat().st_size > 0
+    assert "| 0.1 |" in (out / "schedule_curve.md").read_text()
+
+    again = tmp_path / "again"
+    assert cli(*args, "--seeds", "0", "--out", str(again), "--reuse", str(out)) == 0
+    assert all((again / "e1" / m / "seed0").is_symlink() for m in R.CURVE_METHODS)
+    second = json.loads((again / "schedule_curve.json").read_text())
+    assert second["points"] == report["points"]
+
+
+@pytest.mark.parametrize("bad", ["2.5", "0", "-1"])
+def test_curve_lengths_are_whole_epochs_or_a_share_of_one(bad, tmp_path, capsys):
+    assert cli("reproduce", "--curve", bad, "--out", str(tmp_path / "c")) == 2
+    assert "is not valid: use whole epochs" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

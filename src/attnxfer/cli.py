@@ -73,6 +73,21 @@ def _parser() -> argparse.ArgumentParser:
         choices=["mae", "supervised"],
         help="overrides pretrain.method (default mae); the encoder ends in RUN/teacher/",
     )
+    r.add_argument(
+        "--card",
+        metavar="RUN",
+        help="instead of training: rewrite the model card (README.md, loss.png) of the finished "
+        "pre-training RUN",
+    )
+    r.add_argument(
+        "--downstream",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --card: a finished training run that used the teacher (fine-tuning, scratch, "
+        "transfer), listed with its top-1; repeatable",
+    )
+    r.add_argument("--title", help="with --card: the card's name (default: the run's folder)")
     for q in (t, r):
         q.add_argument(
             "-c",
@@ -183,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the paper's main table at small scale on CIFAR-10 (scratch, fine-tune, copy, "
         "distill, feature distillation, ensemble), several seeds",
     )
-    o.add_argument("--tier", choices=["cpu", "gpu"], default="cpu")
+    o.add_argument("--tier", choices=["cpu", "cpu-long", "gpu"], default="cpu")
     o.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
     o.add_argument("--seeds", help="comma-separated seeds (default: the tier's)")
     o.add_argument("--teacher", help="in-distribution teacher file (default: the tier's)")
@@ -194,6 +209,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--shift-teacher", help="teacher pre-trained on other data")
     o.add_argument("--cache", default="~/.cache/attnxfer", help="prepared data (cifar10-c)")
+    o.add_argument(
+        "--curve",
+        metavar="E1,E2,...",
+        help="instead of the table: the schedule curve (scratch, fine-tune, copy, distill and the "
+        "gap recovered) at these training lengths, in epochs of the full training set (a share "
+        "below 1 is one pass over that share), into OUT/schedule_curve.{json,md,png}",
+    )
+    o.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --curve: folder of finished runs (e.g. the tier's table); identical runs are "
+        "taken instead of trained; repeatable",
+    )
     o.add_argument("overrides", nargs="*", metavar="section.key=value")
 
     a = sub.add_parser("analyze", help="attention analyses: similarity, maps, count")
@@ -290,8 +320,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import pretrain
+    from .pretrain import pretrain, write_card
 
+    if args.card:
+        if args.config or args.overrides or args.resume or args.method:
+            raise AttnxferError(
+                "--card reads a finished run: give no config, overrides or --resume"
+            )
+        if not (Path(args.card) / "teacher" / "model.json").is_file():
+            raise AttnxferError(f"{args.card} is not a finished pre-training run (no teacher/)")
+        downstream = [Path(d) for d in args.downstream]
+        print(write_card(Path(args.card), args.title, downstream))
+        return 0
+    if args.downstream or args.title:
+        raise AttnxferError("--downstream and --title go with --card RUN")
     cfg = _config(args)
     if args.method:
         cfg.pretrain.method = args.method
@@ -367,8 +409,25 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+    from .reproduce import reproduce, schedule_curve
 
+    if args.curve is not None:
+        if args.shift or args.shift_teacher:
+            raise AttnxferError("--curve draws the in-distribution curve only: drop --shift")
+        schedule_curve(
+            args.tier,
+            Path(args.out),
+            lengths=_floats(args.curve, "--curve"),
+            seeds=_ints(args.seeds, "--seeds"),
+            overrides=args.overrides,
+            teacher=args.teacher,
+            reuse=[Path(r) for r in args.reuse],
+            command=args.command_line,
+        )
+        print((Path(args.out) / "schedule_curve.md").read_text())
+        return 0
+    if args.reuse:
+        raise AttnxferError("--reuse applies to --curve only")
     reproduce(
         args.tier,
         Path(args.out),
@@ -382,6 +441,13 @@ def _reproduce(args: argparse.Namespace) -> int:
     )
     print((Path(args.out) / "results.md").read_text())
     return 0
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AttnxferError(f"{what} {text!r} must be comma-separated numbers") from None
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:

@@ -273,9 +273,55 @@ def write_teacher(
     return weights
 
 
-def write_card(run_dir: Path, title: str | None = None) -> Path:
-    """``RUN/teacher/README.md``: how the teacher was made and how good it is, read off the
-    run's own files (resolved config, summary, per-epoch metrics)."""
+def plot_losses(run_dir: Path, path: Path) -> None:
+    """The pre-training loss per logged step and the validation loss per evaluation (a resumed
+    run's re-logged steps counted once)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = {r["step"]: r["loss"] for r in records if "loss" in r}
+    val = {r["step"]: r for r in records if any(k.startswith(("val_", "ema_")) for k in r)}
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(list(train), list(train.values()), lw=0.8, label="training loss (per logged step)")
+    for key in sorted({k for r in val.values() for k in r if k.startswith(("val_", "ema_"))}):
+        steps = [s for s, r in val.items() if key in r]
+        ax.plot(steps, [val[s][key] for s in steps], marker="o", ms=3, label=key)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _downstream_rows(runs: list[Path]) -> list[str]:
+    """One table row per finished training run that used the teacher: mode, length, top-1."""
+    import yaml
+
+    rows = []
+    for run in runs:
+        summary, config = run / "summary.json", run / "config.yaml"
+        if not summary.is_file() or not config.is_file():
+            raise AttnxferError(f"{run} is not a finished training run (summary.json, config.yaml)")
+        s, cfg = json.loads(summary.read_text()), yaml.safe_load(config.read_text())
+        d = cfg["data"]
+        images = f"{d['train_subset']:,}" if d.get("train_subset") else "all"
+        rows.append(
+            f"| {cfg['transfer']['mode']} | {images} | {s['epochs']} | {s['steps']} | "
+            f"{s['val_top1']:.2f} | `{run.name}` |"
+        )
+    return rows
+
+
+def write_card(run_dir: Path, title: str | None = None, downstream: list[Path] = ()) -> Path:
+    """``RUN/teacher/README.md`` and ``loss.png``: how the teacher was made and how good it is,
+    read off the run's own files (resolved config, summary, per-epoch metrics), and, given
+    ``downstream`` training runs that used it (fine-tuning, a scratch baseline, transfer), their
+    accuracy."""
     import hashlib
 
     import yaml
@@ -340,6 +386,17 @@ def write_card(run_dir: Path, title: str | None = None) -> Path:
             "",
             "`val_recon_loss`: mean squared error of the per-patch normalised pixels of the masked "
             "patches under fixed masks (seed 0); predicting each patch's mean scores about 1.0.",
+        ]
+    plot_losses(run_dir, teacher / "loss.png")
+    text += ["", "![pre-training and validation loss](loss.png)"]
+    if downstream:
+        text += [
+            "",
+            "Accuracy of students trained with it (top-1 on the validation split):",
+            "",
+            "| mode | training images | epochs | steps | top-1 | run |",
+            "|---|---|---|---|---|---|",
+            *_downstream_rows(list(downstream)),
         ]
     text += ["", "Resolved configuration (`config.yaml` of the run):", "", "```yaml", config, "```"]
     path = teacher / "README.md"

@@ -9,6 +9,11 @@ scratch-to-fine-tune gap each method recovers, beside the paper's ImageNet numbe
 the fine-tuned against the distilled students on corrupted CIFAR-10 test sets
 (``attnxfer prepare cifar10-c``).
 
+``--curve E1,E2,...`` (:func:`schedule_curve`): instead of the table, top-1 of scratch, fine-tune,
+copy and distillation and the gap that copy and distillation recover at several training lengths
+(epochs of the full training set; a length below 1 is one pass over that share of it), the
+recipe otherwise the tier's.
+
 Every training run is a cell of :mod:`attnxfer.sweep` (finished cells are skipped, interrupted ones
 resumed), so the command is restartable. Output: ``results.json``, ``results.md``,
 ``results.png`` in ``--out``.
@@ -57,6 +62,7 @@ class Tier:
     shift_teacher: str  # the teacher pre-trained on other data (Tiny-ImageNet MAE)
     seeds: tuple[int, ...]
     note: str
+    train_images: int = 50_000  # size of the full training set (CIFAR-10), for --curve
 
 
 TIERS = {
@@ -66,6 +72,14 @@ TIERS = {
         shift_teacher="teachers/tinyimagenet-mae-d128-l4/model.safetensors",
         seeds=(0, 1, 2),
         note="2-core CPU, about 45 minutes for the main table",
+    ),
+    "cpu-long": Tier(
+        config="configs/cifar10/student_cpu_long.yaml",
+        teacher="teachers/cifar10-mae-d128-l4-e200/model.safetensors",
+        shift_teacher="teachers/tinyimagenet-mae-d128-l4-e100/model.safetensors",
+        seeds=(0, 1, 2),
+        note="2-core CPU, 25x the cpu tier's steps with a 20x longer pre-trained teacher, "
+        "about 6 hours for the main table",
     ),
     "gpu": Tier(
         config="configs/cifar10/student_gpu.yaml",
@@ -99,6 +113,26 @@ def _cells(tier: Tier, teacher: str, label: str, methods: tuple[str, ...], seeds
     return cells
 
 
+def _tier(name: str) -> Tier:
+    tier = TIERS.get(name)
+    if tier is None:
+        raise AttnxferError(f"unknown tier {name!r}: choose {', '.join(TIERS)}")
+    if not Path(tier.config).is_file():
+        raise AttnxferError(
+            f"{tier.config} not found: run attnxfer reproduce from the repository's root folder"
+        )
+    return tier
+
+
+def _check_teachers(paths: list[str]) -> None:
+    for path in paths:
+        if not Path(path).is_file():
+            raise AttnxferError(
+                f"teacher {path} does not exist; make it with attnxfer pretrain (see "
+                "teachers/README.md) or pass --teacher"
+            )
+
+
 def _summarise(values: list[float]) -> dict[str, Any]:
     mean, std = mean_std(values)
     return {"mean": mean, "std": std, "runs": values}
@@ -121,22 +155,11 @@ def reproduce(
 ) -> dict[str, Any]:
     from .inference import evaluate_models
 
-    tier = TIERS.get(tier_name)
-    if tier is None:
-        raise AttnxferError(f"unknown tier {tier_name!r}: choose {', '.join(TIERS)}")
-    if not Path(tier.config).is_file():
-        raise AttnxferError(
-            f"{tier.config} not found: run attnxfer reproduce from the repository's root folder"
-        )
+    tier = _tier(tier_name)
     seeds = list(seeds or tier.seeds)
     teacher = teacher or tier.teacher
     paths = [teacher] + ([shift_teacher or tier.shift_teacher] if shift else [])
-    for path in paths:
-        if not Path(path).is_file():
-            raise AttnxferError(
-                f"teacher {path} does not exist; make it with attnxfer pretrain (see "
-                "teachers/README.md) or pass --teacher"
-            )
+    _check_teachers(paths)
     start = time.time()
     cells = _cells(tier, teacher, "cifar10_mae", METHODS, seeds, list(overrides))
     if shift:
@@ -183,6 +206,177 @@ def reproduce(
     (out / "results.md").write_text(markdown(report))
     plot(report, out / "results.png")
     return report
+
+
+#: the rows of the schedule curve
+CURVE_METHODS = ("scratch", "finetune", "copy", "distill")
+#: warm-up share of every curve length (the tiers' configs use the same 10%)
+WARMUP_SHARE = 0.1
+
+
+def length_overrides(epochs: float, train_images: int) -> list[str]:
+    """The config overrides of one training length: ``epochs`` passes over the full training set
+    (whole numbers), or, below 1, one pass over a fixed random share of it; warm-up 10%."""
+    share = 0 < epochs < 1
+    if not share and (epochs < 1 or epochs != int(epochs)):
+        raise AttnxferError(
+            f"--curve length {epochs:g} is not valid: use whole epochs (2, 5, 10) or a share of "
+            "one epoch between 0 and 1 (0.4)"
+        )
+    if share:
+        subset = max(1, round(epochs * train_images))
+        passes, warmup = ["data.train_subset=" + str(subset), "optim.epochs=1"], WARMUP_SHARE
+    else:
+        passes = ["data.train_subset=null", f"optim.epochs={int(epochs)}"]
+        warmup = float(round(WARMUP_SHARE * epochs, 6))
+    return [*passes, f"optim.warmup_epochs={warmup}"]
+
+
+def schedule_curve(
+    tier_name: str,
+    out: Path,
+    lengths: list[float],
+    seeds: list[int] | None = None,
+    overrides: list[str] = (),
+    teacher: str | None = None,
+    reuse: list[Path] = (),
+    command: str = "",
+) -> dict[str, Any]:
+    """Top-1 of :data:`CURVE_METHODS` and the gap copy and distillation recover, at each training
+    length of ``lengths`` (see :func:`length_overrides`), over ``seeds``; restartable like the
+    table. A run identical to a finished one under a ``reuse`` folder (e.g. the tier's table at
+    its own length) is taken, not trained again. Writes ``schedule_curve.{json,md,png}``."""
+    from .sweep import finished_runs
+
+    tier = _tier(tier_name)
+    if not lengths:
+        raise AttnxferError("--curve needs at least one training length, e.g. 0.4,2,5,10")
+    seeds = list(seeds or tier.seeds)
+    teacher = teacher or tier.teacher
+    _check_teachers([teacher])
+    found = finished_runs(list(reuse))
+    # every length checked before anything trains
+    plan = {e: length_overrides(e, tier.train_images) for e in sorted(set(lengths))}
+    start = time.time()
+    points = []
+    for epochs, extra in plan.items():
+        values: dict[str, list[float]] = {}
+        steps, seconds = set(), 0.0
+        for method in CURVE_METHODS:
+            for seed in seeds:
+                cell = Cell(
+                    name=f"e{epochs:g}/{method}/seed{seed}",
+                    configs=[tier.config],
+                    overrides=[
+                        f"teacher.source={teacher}",
+                        *METHOD_OVERRIDES[method],
+                        f"run.seed={seed}",
+                        *overrides,
+                        *extra,
+                    ],
+                )
+                log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
+                summary = run_cell(cell, out, found)
+                values.setdefault(method, []).append(summary["val_top1"])
+                steps.add(summary["steps"])
+                seconds += summary["seconds"]
+        row = {m: _summarise(v) for m, v in values.items()}
+        scratch, finetune = row["scratch"]["mean"], row["finetune"]["mean"]
+        points.append(
+            {
+                "epochs": epochs,
+                "steps": max(steps),
+                "train_seconds": seconds,
+                "methods": row,
+                "gap_recovered": {
+                    m: _gap(row[m]["mean"], scratch, finetune) for m in ("copy", "distill")
+                },
+            }
+        )
+    report = {
+        "tier": tier_name,
+        "teacher": teacher,
+        "config": tier.config,
+        "overrides": list(overrides),
+        "seeds": seeds,
+        "train_images": tier.train_images,
+        "points": points,
+        "hardware": hardware(),
+        "command": command,
+        "wall_seconds_this_invocation": time.time() - start,
+        "train_seconds": sum(p["train_seconds"] for p in points),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "schedule_curve.json").write_text(json.dumps(report, indent=1))
+    (out / "schedule_curve.md").write_text(curve_markdown(report))
+    plot_curve(report, out / "schedule_curve.png")
+    return report
+
+
+def curve_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"# Schedule curve ({r['tier']} tier): CIFAR-10, MAE teacher",
+        "",
+        f"Teacher `{r['teacher']}`; student recipe `{r['config']}`"
+        + (f" with `{' '.join(r['overrides'])}`" if r["overrides"] else "")
+        + f", at each training length; seeds {', '.join(map(str, r['seeds']))}. Top-1 on the "
+        "CIFAR-10 JPEG test set (mean ± std); gap: share of the same length's scratch-to-fine-tune "
+        "gap, on the means.",
+        "",
+        "| epochs | steps | " + " | ".join(CURVE_METHODS) + " | copy gap | distill gap |",
+        "|---|---|" + "---|" * len(CURVE_METHODS) + "---|---|",
+    ]
+    for p in r["points"]:
+        gaps = [p["gap_recovered"][m] for m in ("copy", "distill")]
+        lines.append(
+            f"| {p['epochs']:g} | {p['steps']} | "
+            + " | ".join(_pm(p["methods"][m]) for m in CURVE_METHODS)
+            + " | "
+            + " | ".join("" if g is None else f"{g:.0f}%" for g in gaps)
+            + " |"
+        )
+    lines += [
+        "",
+        f"A length below 1 epoch is one pass over that share of the {r['train_images']:,} "
+        "training images (a fixed random subset); warm-up is 10% of every schedule.",
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Hardware: {r['hardware']}  ",
+        f"Training time, all runs: {r['train_seconds'] / 60:.1f} min; this invocation: "
+        f"{r['wall_seconds_this_invocation'] / 60:.1f} min wall.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_curve(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = r["points"]
+    steps = [p["steps"] for p in points]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for m in CURVE_METHODS:
+        means = [p["methods"][m]["mean"] for p in points]
+        stds = [p["methods"][m]["std"] for p in points]
+        axes[0].errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=m)
+    axes[0].set_ylabel("CIFAR-10 top-1 (%)")
+    axes[1].axhline(100, color="grey", lw=0.8, ls="--")
+    axes[1].axhline(0, color="black", lw=0.8)
+    for m in ("copy", "distill"):
+        gaps = [p["gap_recovered"][m] for p in points]
+        axes[1].plot(steps, [float("nan") if g is None else g for g in gaps], marker="o", label=m)
+    axes[1].set_ylabel("scratch-to-fine-tune gap recovered (%)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("optimiser steps")
+        ax.legend(fontsize=8)
+    axes[0].set_title(f"attnxfer, {r['tier']} tier, {len(r['seeds'])} seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _train_seconds(out: Path) -> float:
