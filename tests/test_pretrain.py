@@ -127,6 +127,17 @@ def test_mae_pretrain_writes_a_teacher_that_transfers(tmp_path, capsys):
         torch.testing.assert_close(v, trained[f"encoder.{k}"], rtol=0, atol=0)
     with pytest.raises(AttnxferError, match="MAE pre-training checkpoint"):
         load_trained(out)
+    # any checkpoint's encoder exports as a teacher: the last one is the run's own teacher
+    first, last = list_checkpoints(out)[-2:]
+    assert cli("export", str(last), str(tmp_path / "last")) == 0
+    exported = load_file(tmp_path / "last" / "model.safetensors")
+    assert exported.keys() == teacher.state_dict().keys()
+    for k, v in teacher.state_dict().items():
+        torch.testing.assert_close(exported[k], v, rtol=0, atol=0)
+    assert cli("export", str(first), str(tmp_path / "first")) == 0
+    early = json.loads((tmp_path / "first" / "model.json").read_text())
+    assert early["pretrain"]["epochs"] == 1 and early["args"] == card["args"]
+    build_teacher(str(tmp_path / "first" / "model.safetensors"))
     student = tmp_path / "student"
     assert (
         cli(

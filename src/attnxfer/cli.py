@@ -267,7 +267,11 @@ def _parser() -> argparse.ArgumentParser:
     c_.add_argument("--sizes", default="224,384,512,1024")
     c_.add_argument("--out", help="also write count.md and count.json here")
 
-    x = sub.add_parser("export", help="write a trained student as a plain timm checkpoint")
+    x = sub.add_parser(
+        "export",
+        help="write a trained student as a plain timm checkpoint, or the encoder of an MAE "
+        "pre-training checkpoint (any epoch) as a teacher",
+    )
     x.add_argument("model", metavar="RUN_OR_CHECKPOINT")
     x.add_argument("out", metavar="OUT_DIR", help="new folder for model.safetensors + model.json")
     x.add_argument("--weights", choices=["raw", "ema"], default="raw")

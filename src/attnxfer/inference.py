@@ -169,6 +169,8 @@ def export_student(path: str | Path, out_dir: str | Path, weights: str = "raw") 
     ``timm.create_model(arch, **args)`` + ``load_state_dict``, or by ``build_teacher(file)``."""
     ckpt = C.resolve(path)
     meta = C.read_meta(ckpt)
+    if meta.get("task") == "mae":
+        return _export_encoder(ckpt, meta, Path(out_dir), weights)
     if meta.get("needs_teacher"):
         raise AttnxferError(
             f"{path} was trained by attention copy ({meta['config']['transfer']['mode']}): it "
@@ -194,3 +196,36 @@ def export_student(path: str | Path, out_dir: str | Path, weights: str = "raw") 
     }
     (out / "model.json").write_text(json.dumps(card, indent=1))
     return out / "model.safetensors"
+
+
+def _export_encoder(ckpt: Path, meta: dict, out: Path, weights: str) -> Path:
+    """The encoder of an MAE pre-training checkpoint (e.g. one of its intermediate epochs) as a
+    teacher file, the same as ``attnxfer pretrain`` writes at the end of the run."""
+    from .pretrain import write_teacher
+
+    if out.exists() and any(out.iterdir()):
+        raise AttnxferError(f"export folder {out} is not empty; choose a new folder")
+    name = {"raw": "student.safetensors", "ema": "ema.safetensors"}.get(weights)
+    if name is None or not (ckpt / name).is_file():
+        raise AttnxferError(f"{ckpt} has no {weights} weights: use --weights raw")
+    state = {
+        k[len("encoder.") :]: v
+        for k, v in C.load_weights_file(ckpt, name).items()
+        if k.startswith("encoder.")
+    }
+    encoder = ModelSpec.from_json(meta["encoder_spec"]).create()
+    encoder.load_state_dict(state, strict=True)  # the weights fit the recorded architecture
+    progress = meta["progress"]
+    card = {
+        "mean": meta["mean"],
+        "std": meta["std"],
+        "classes": None,
+        "pretrain": {
+            "method": "mae",
+            "weights": weights,
+            "checkpoint": str(ckpt),
+            "epochs": progress["epoch"],
+            "steps": progress["step"],
+        },
+    }
+    return write_teacher(out, encoder, state, card)
