@@ -14,14 +14,30 @@ import argparse
 import json
 from pathlib import Path
 
-ORDER = ("baseline", "finetune", "supervised", "weight", "layers")
+ORDER = ("baseline", "finetune", "supervised", "weight", "layers", "pretraining", "pretraining_ft")
 
 
 def _teacher(row: dict, result: dict) -> str:
+    """``supervised``, or ``mae`` with its pre-training epochs when its model.json tells them
+    (``mae 10ep``): every MAE teacher has its own fine-tune row, all share the scratch row."""
     source = row.get("teacher.source") or next(
         (f.split("=", 1)[1] for f in result["fixed"] if f.startswith("teacher.source=")), ""
     )
-    return "supervised" if "vit-checkpoints" in source else "mae"
+    if "vit-checkpoints" in source:
+        return "supervised"
+    if not source:
+        return "mae"
+    card = Path(source).with_suffix(".json")
+    card = card if card.is_file() else Path(source).parent / "model.json"
+    if card.is_file():
+        epochs = json.loads(card.read_text()).get("pretrain", {}).get("epochs")
+        if epochs is not None:
+            return f"mae {epochs}ep"
+    return "mae"
+
+
+def _family(teacher: str) -> str:
+    return teacher.split()[0]
 
 
 def collect(runs: Path) -> list[dict]:
@@ -55,9 +71,12 @@ def collect(runs: Path) -> list[dict]:
 
 
 def add_gap_shares(rows: list[dict]) -> None:
-    for teacher in ("mae", "supervised"):
+    """A scratch student depends on the teacher's architecture only: one scratch row per family
+    (MAE, supervised); the fine-tune row is each teacher's own."""
+    for teacher in dict.fromkeys(r["teacher"] for r in rows):
         mine = [r for r in rows if r["teacher"] == teacher]
-        scratch = next((r["mean"] for r in mine if r["mode"] == "scratch"), None)
+        family = [r for r in rows if _family(r["teacher"]) == _family(teacher)]
+        scratch = next((r["mean"] for r in family if r["mode"] == "scratch"), None)
         finetune = next((r["mean"] for r in mine if r["mode"] == "finetune"), None)
         for r in mine:
             if scratch is not None and finetune is not None and finetune != scratch:

@@ -209,6 +209,23 @@ def test_diagnosis_report_shares_each_teachers_own_gap(tmp_path):
         [row(20.0, **{"transfer.mode": "scratch"}), row(50.0, **{"transfer.mode": "distill"})],
         [f"teacher.source={sup}"],
     )
+    # a longer pre-trained MAE teacher: its own fine-tune row, the MAE scratch row
+    longer = tmp_path / "e50" / "model.safetensors"
+    longer.parent.mkdir()
+    (longer.parent / "model.json").write_text(json.dumps({"pretrain": {"epochs": 50}}))
+    src = {"teacher.source": str(longer)}
+    sweep(
+        "pretraining",
+        {"teacher.source": [str(longer)]},
+        [row(38.0, **src)],
+        ["transfer.mode=distill"],
+    )
+    sweep(
+        "pretraining_ft",
+        {"teacher.source": [str(longer)]},
+        [row(50.0, **src)],
+        ["transfer.mode=finetune"],
+    )
     out = tmp_path / "diagnosis"
     assert report.main(["--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
@@ -220,6 +237,8 @@ def test_diagnosis_report_shares_each_teachers_own_gap(tmp_path):
         ("supervised", "finetune"): 100.0,
         ("supervised", "scratch"): 0.0,
         ("supervised", "distill"): 75.0,
+        ("mae 50ep", "distill"): 40.0,
+        ("mae 50ep", "finetune"): 100.0,
     }
     assert (
         "| supervised | distill | mode=distill | 50.00 ± 0.00 | 1 | 75% |"
