@@ -2,7 +2,7 @@
 
 Every sweep's table, each row also given as the share of the scratch-to-fine-tune gap it
 recovers (scratch and fine-tune from the main table, same recipe and seeds), the paper's finding
-beside it (METHOD.md), and one figure with a panel per ablation. Sweeps not run yet are listed
+beside it (docs/method.md), and one figure with a panel per ablation. Sweeps not run yet are listed
 with the command that runs them.
 
     python benchmarks/ablations_report.py [--runs runs/ablations]
@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-#: ablation name (a folder of runs/ablations) -> the paper's finding it tests (METHOD.md)
+#: ablation name (a folder of runs/ablations) -> the paper's finding it tests (docs/method.md)
 FINDINGS = {
     "what_copy": "Transferring Q alone works best of Q / K / V, better even than the full map.",
     "what_distill": "Transferring Q alone works best of Q / K / V, better even than the full map.",

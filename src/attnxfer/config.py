@@ -1,7 +1,7 @@
 """Run configuration: dataclasses, YAML files and ``key=value`` overrides.
 
-Every field is read by exactly one constructor (noted in each section's docstring). Unknown keys
-are an error that lists the valid ones; values are checked against the field's type. The fully
+Each section's docstring names the code that reads it. Unknown keys are an error that lists the
+valid ones; values are checked against the field's type. The fully
 resolved config is written into the run directory as ``config.yaml`` before training starts.
 """
 
@@ -58,7 +58,8 @@ class TransferConfig:
 
 @dataclass
 class DataConfig:
-    """Read by ``attnxfer.data.build_data``.
+    """Read by ``attnxfer.data`` (``raw_dataset``, ``training_set``, ``evaluation_set``,
+    ``build_transform``) through the engine's loaders.
 
     ``name``: ``digits`` (scikit-learn's 8x8 digits, offline), ``imagefolder`` (``root/train``,
     ``root/val``), or a torchvision dataset: ``cifar10``, ``cifar100``, ``mnist``,

@@ -9,7 +9,7 @@ tokens, head dim) and a softmax ``scale`` (``D ** -0.5`` for timm's ViTs).
   :func:`torch.nn.functional.scaled_dot_product_attention` (SDPA), so memory is ``O(N)`` per head
   and PyTorch's flash / memory-efficient kernels do the work on GPU.
 
-The identity behind the fused distillation loss (METHOD.md, last section): for one query row i,
+The identity behind the fused distillation loss (docs/method.md, last section): for one query row i,
 with ``P_t`` the teacher's map and ``P_s`` the student's,
 
     CE_i = -sum_j P_t[i, j] log P_s[i, j] = LSE_j(s q_i . k_j) - s q_i . (P_t K_s)_i

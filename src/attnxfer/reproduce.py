@@ -33,7 +33,7 @@ from .sweep import Cell, hardware, mean_std, run_cell
 
 log = logging.getLogger(__name__)
 
-#: the paper's ImageNet-1K top-1 (ViT-L/16, MAE teacher), METHOD.md
+#: the paper's ImageNet-1K top-1 (ViT-L/16, MAE teacher), docs/method.md
 PAPER = {
     "scratch": 83.0,
     "finetune": 85.7,

@@ -18,7 +18,7 @@ Modes (the mode string is resolved once, here, into route classes and a forward 
 ``feature_distill`` + weight * sum_layers MSE(student, teacher residual stream after the block)
 =================  =========================================================================
 
-Fidelity notes (METHOD.md):
+Fidelity notes (docs/method.md, "How attnxfer relates to the released code"):
 
 - The distillation loss of a layer is averaged over batch, heads and queries, and layer losses
   are *summed* (not averaged), as in the reference; ``weight`` defaults to 3.0 (the released
