@@ -24,7 +24,8 @@ from attnxfer.config import load_config
 from attnxfer.inference import evaluate_models
 from attnxfer.prepare import digits_shift
 from attnxfer.pretrain import pretrain
-from attnxfer.sweep import hardware, sweep
+from attnxfer.report import hardware
+from attnxfer.sweep import sweep
 
 SETS = ("mnist", "usps", "mnist-m")
 

@@ -9,7 +9,8 @@ from test_engine import TINY_STUDENT, cli
 
 from attnxfer.config import load_config
 from attnxfer.errors import AttnxferError
-from attnxfer.sweep import Cell, grid_cells, mean_std, parse_grid, run_cell, run_identity
+from attnxfer.report import mean_std
+from attnxfer.sweep import Cell, grid_cells, parse_grid, run_cell, run_identity
 
 
 def test_grid_is_a_product_with_readable_names():

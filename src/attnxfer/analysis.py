@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from . import functional as AF
 from . import routes as R
 from .errors import AttnxferError
+from .report import table
 
 PAIRINGS = ("index", "hungarian", "best", "averaged")
 
@@ -204,16 +205,13 @@ def count_markdown(rows: list[dict[str, Any]]) -> str:
     def m(x: int) -> str:
         return f"{x / 1e6:.2f} M" if x >= 1e5 else f"{x / 1e3:.1f} k"
 
-    lines = [
-        "| model | px | tokens | heads x depth | Q per layer | Q+K per layer | maps per layer | "
-        "Q total | Q+K total | maps total | maps / (Q+K) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = ["model", "px", "tokens", "heads x depth", "Q per layer", "Q+K per layer"]
+    head += ["maps per layer", "Q total", "Q+K total", "maps total", "maps / (Q+K)"]
+    cells = []
     for r in rows:
         p, t = r["per_layer"], r["total"]
-        lines.append(
-            f"| {r['arch']} | {r['img_size']} | {r['tokens']} | {r['heads']} x {r['depth']} | "
-            f"{m(p['q_or_k'])} | {m(p['q_and_k'])} | {m(p['maps'])} | {m(t['q_or_k'])} | "
-            f"{m(t['q_and_k'])} | {m(t['maps'])} | {r['maps_over_q_and_k']:.1f} |"
-        )
-    return "\n".join(lines)
+        sizes = [m(d[k]) for d in (p, t) for k in ("q_or_k", "q_and_k", "maps")]
+        shape = f"{r['heads']} x {r['depth']}"
+        ratio = f"{r['maps_over_q_and_k']:.1f}"
+        cells.append([r["arch"], r["img_size"], r["tokens"], shape, *sizes, ratio])
+    return "\n".join(table(head, cells))

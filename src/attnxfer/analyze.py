@@ -7,7 +7,6 @@ for copy modes), a teacher source (a file, ``hf-hub:`` id or timm name), or ``ra
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import nn
 
 from . import analysis as A
 from .errors import AttnxferError
+from .report import figure, table, write_results
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,7 @@ def similarity(
         other = load_model(source, size)
         log.info("similarity: %s vs %s", other.name, ref.name)
         result["models"][other.name] = A.layer_similarity(other.model, ref.model, batches, pairings)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "similarity.json").write_text(json.dumps(result, indent=1))
-    (out / "similarity.md").write_text(similarity_markdown(result))
-    plot_similarity(result, out / "similarity.png")
+    write_results(out, "similarity", result, similarity_markdown, plot_similarity)
     return result
 
 
@@ -124,40 +121,33 @@ def _img_size(model: nn.Module) -> int:
 def similarity_markdown(r: dict[str, Any]) -> str:
     depth = len(next(iter(next(iter(r["models"].values())).values())))
     head = ["model", "pairing", *(f"L{i}" for i in range(depth)), "mean"]
+    rows = [
+        [name, pairing, *(f"{v:.3f}" for v in values), f"{sum(values) / len(values):.3f}"]
+        for name, per in r["models"].items()
+        for pairing, values in per.items()
+    ]
     lines = [
         f"# Attention-map JS divergence to {r['reference']} ({r['images']} images of "
         f"{r['data']}; natural log, 0 = identical, at most ln 2 = 0.693)",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        *table(head, rows),
     ]
-    for name, per in r["models"].items():
-        for pairing, values in per.items():
-            cells = [f"{v:.3f}" for v in values] + [f"{sum(values) / len(values):.3f}"]
-            lines.append(f"| {name} | {pairing} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot_similarity(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pairings = r["pairings"]
-    fig, axes = plt.subplots(1, len(pairings), figsize=(3.4 * len(pairings), 3), sharey=True)
-    axes = [axes] if len(pairings) == 1 else list(axes)
-    for ax, pairing in zip(axes, pairings, strict=True):
-        for name, per in r["models"].items():
-            ax.plot(range(len(per[pairing])), per[pairing], marker="o", label=name)
-        ax.set_title(f"heads: {pairing}", fontsize=9)
-        ax.set_xlabel("layer")
-        ax.set_xticks(range(len(next(iter(r["models"].values()))[pairing])))
-    axes[0].set_ylabel(f"JS divergence to {r['reference']}")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    size = (3.4 * len(pairings), 3)
+    with figure(path, 1, len(pairings), figsize=size, sharey=True, squeeze=False) as (_, axes):
+        axes = list(axes[0])
+        for ax, pairing in zip(axes, pairings, strict=True):
+            for name, per in r["models"].items():
+                ax.plot(range(len(per[pairing])), per[pairing], marker="o", label=name)
+            ax.set_title(f"heads: {pairing}", fontsize=9)
+            ax.set_xlabel("layer")
+            ax.set_xticks(range(len(next(iter(r["models"].values()))[pairing])))
+        axes[0].set_ylabel(f"JS divergence to {r['reference']}")
+        axes[-1].legend(fontsize=7)
 
 
 def maps_figure(
@@ -172,11 +162,6 @@ def maps_figure(
 ) -> list[Path]:
     """One PNG per layer: rows are (image, query token), columns the models; each panel is the
     head-averaged attention of the query over the patches, drawn over the image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     loaded = [load_model(m, img_size) for m in models]
     first = loaded[0]
     size = img_size or _img_size(first.model)
@@ -203,41 +188,37 @@ def maps_figure(
     paths = []
     for layer in layers:
         rows = [(i, label, tok) for i in range(images.shape[0]) for label, tok in picks]
-        fig, axes = plt.subplots(
-            len(rows),
-            len(loaded) + 1,
-            figsize=(1.9 * (len(loaded) + 1), 1.9 * len(rows)),
-            squeeze=False,
-        )
-        for r, (i, label, tok) in enumerate(rows):
-            picture = (images[i] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-            axes[r, 0].imshow(picture)
-            axes[r, 0].set_ylabel(label, fontsize=7)
-            if tok >= prefix:
-                q = tok - prefix
-                axes[r, 0].scatter(
-                    [(q % grid[1] + 0.5) * size / grid[1]],
-                    [(q // grid[1] + 0.5) * size / grid[0]],
-                    marker="x",
-                    color="red",
-                    s=30,
-                )
-            for c, m in enumerate(loaded, start=1):
-                attn = maps[m.name][layer][i].mean(0)[tok, prefix:].reshape(grid)
-                heat = torch.nn.functional.interpolate(
-                    attn[None, None].float(), size=(size, size), mode="nearest"
-                )[0, 0]
-                axes[r, c].imshow(picture)
-                axes[r, c].imshow(heat.numpy(), cmap="inferno", alpha=0.6)
-                if r == 0:
-                    axes[r, c].set_title(m.name, fontsize=8)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"layer {layer % depth}: attention of the query (mean over heads)", fontsize=9)
-        fig.tight_layout()
         path = out / f"maps_layer{layer % depth}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        cols = len(loaded) + 1
+        inches = (1.9 * cols, 1.9 * len(rows))
+        with figure(path, len(rows), cols, figsize=inches, squeeze=False, dpi=110) as (fig, axes):
+            for r, (i, label, tok) in enumerate(rows):
+                picture = (images[i] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+                axes[r, 0].imshow(picture)
+                axes[r, 0].set_ylabel(label, fontsize=7)
+                if tok >= prefix:
+                    q = tok - prefix
+                    axes[r, 0].scatter(
+                        [(q % grid[1] + 0.5) * size / grid[1]],
+                        [(q // grid[1] + 0.5) * size / grid[0]],
+                        marker="x",
+                        color="red",
+                        s=30,
+                    )
+                for c, m in enumerate(loaded, start=1):
+                    attn = maps[m.name][layer][i].mean(0)[tok, prefix:].reshape(grid)
+                    heat = torch.nn.functional.interpolate(
+                        attn[None, None].float(), size=(size, size), mode="nearest"
+                    )[0, 0]
+                    axes[r, c].imshow(picture)
+                    axes[r, c].imshow(heat.numpy(), cmap="inferno", alpha=0.6)
+                    if r == 0:
+                        axes[r, c].set_title(m.name, fontsize=8)
+            for ax in axes.flat:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            fig.suptitle(
+                f"layer {layer % depth}: attention of the query (mean over heads)", fontsize=9
+            )
         paths.append(path)
     return paths

@@ -25,6 +25,7 @@ from .config import config_from_dict
 from .engine import Trainer
 from .errors import AttnxferError
 from .inference import export_student, load_trained
+from .report import figure
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +136,6 @@ def _table(results: dict[str, Any], teacher_epochs: int, student_epochs: int) ->
 
 def _figure(root: Path, teacher_file: Path) -> Path:
     """Class-token attention per layer (head-averaged) for a few validation images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .analysis import attention_maps
     from .data import build_transform, raw_dataset
     from .models import build_teacher
@@ -158,32 +154,29 @@ def _figure(root: Path, teacher_file: Path) -> Path:
     images = torch.stack([tf(val[i][0]) for i in picks])
     depth = len(teacher.blocks)
     grid = MODEL["img_size"] // MODEL["patch_size"]
-    fig, axes = plt.subplots(
-        len(picks) * len(models),
-        depth + 1,
-        figsize=(1.6 * (depth + 1), 1.6 * len(picks) * len(models)),
-    )
-    for m_idx, (name, model) in enumerate(models.items()):
-        maps = attention_maps(model.eval(), images)
-        for p_idx, _ in enumerate(picks):
-            row = p_idx * len(models) + m_idx
-            axes[row, 0].imshow((images[p_idx].permute(1, 2, 0) * 0.5 + 0.5).clamp(0, 1).numpy())
-            axes[row, 0].set_ylabel(name, fontsize=7)
-            for layer, attn in enumerate(maps):
-                cls = attn[p_idx].mean(0)[0, 1:].reshape(grid, grid)  # class token -> patches
-                axes[row, layer + 1].imshow(cls.numpy(), cmap="viridis")
-                if row == 0:
-                    axes[row, layer + 1].set_title(f"layer {layer}", fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(
-        "class-token attention (mean over heads); copy students use the teacher's maps", fontsize=8
-    )
-    fig.tight_layout()
     path = root / "attention.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    inches = (1.6 * (depth + 1), 1.6 * len(picks) * len(models))
+    with figure(path, len(picks) * len(models), depth + 1, figsize=inches) as (fig, axes):
+        for m_idx, (name, model) in enumerate(models.items()):
+            maps = attention_maps(model.eval(), images)
+            for p_idx, _ in enumerate(picks):
+                row = p_idx * len(models) + m_idx
+                axes[row, 0].imshow(
+                    (images[p_idx].permute(1, 2, 0) * 0.5 + 0.5).clamp(0, 1).numpy()
+                )
+                axes[row, 0].set_ylabel(name, fontsize=7)
+                for layer, attn in enumerate(maps):
+                    cls = attn[p_idx].mean(0)[0, 1:].reshape(grid, grid)  # class token -> patches
+                    axes[row, layer + 1].imshow(cls.numpy(), cmap="viridis")
+                    if row == 0:
+                        axes[row, layer + 1].set_title(f"layer {layer}", fontsize=8)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(
+            "class-token attention (mean over heads); copy students use the teacher's maps",
+            fontsize=8,
+        )
     return path
 
 

@@ -30,6 +30,7 @@ from .config import Config
 from .engine import Trainer, _all_reduce, autocast, swapped_weights
 from .errors import AttnxferError
 from .models import ModelSpec, check_supported, num_tokens, spec_of
+from .report import figure, hardware, table
 
 log = logging.getLogger(__name__)
 
@@ -276,29 +277,21 @@ def write_teacher(
 def plot_losses(run_dir: Path, path: Path) -> None:
     """The pre-training loss per logged step and the validation loss per evaluation (a resumed
     run's re-logged steps counted once)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = {r["step"]: r["loss"] for r in records if "loss" in r}
     val = {r["step"]: r for r in records if any(k.startswith(("val_", "ema_")) for k in r)}
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(list(train), list(train.values()), lw=0.8, label="training loss (per logged step)")
-    for key in sorted({k for r in val.values() for k in r if k.startswith(("val_", "ema_"))}):
-        steps = [s for s, r in val.items() if key in r]
-        ax.plot(steps, [val[s][key] for s in steps], marker="o", ms=3, label=key)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, figsize=(6, 3.6)) as (_, ax):
+        ax.plot(list(train), list(train.values()), lw=0.8, label="training loss (per logged step)")
+        for key in sorted({k for r in val.values() for k in r if k.startswith(("val_", "ema_"))}):
+            steps = [s for s, r in val.items() if key in r]
+            ax.plot(steps, [val[s][key] for s in steps], marker="o", ms=3, label=key)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
 
 
-def _downstream_rows(runs: list[Path]) -> list[str]:
+def _downstream_rows(runs: list[Path]) -> list[list[Any]]:
     """One table row per finished training run that used the teacher: mode, length, top-1."""
     import yaml
 
@@ -310,9 +303,9 @@ def _downstream_rows(runs: list[Path]) -> list[str]:
         s, cfg = json.loads(summary.read_text()), yaml.safe_load(config.read_text())
         d = cfg["data"]
         images = f"{d['train_subset']:,}" if d.get("train_subset") else "all"
+        mode = cfg["transfer"]["mode"]
         rows.append(
-            f"| {cfg['transfer']['mode']} | {images} | {s['epochs']} | {s['steps']} | "
-            f"{s['val_top1']:.2f} | `{run.name}` |"
+            [mode, images, s["epochs"], s["steps"], f"{s['val_top1']:.2f}", f"`{run.name}`"]
         )
     return rows
 
@@ -325,8 +318,6 @@ def write_card(run_dir: Path, title: str | None = None, downstream: list[Path] =
     import hashlib
 
     import yaml
-
-    from .sweep import hardware
 
     teacher = run_dir / "teacher"
     card = json.loads((teacher / "model.json").read_text())
@@ -375,12 +366,14 @@ def write_card(run_dir: Path, title: str | None = None, downstream: list[Path] =
         "",
         "Quality on the validation split, per evaluation:",
         "",
-        "| epoch | " + " | ".join(k for k in evals[-1] if k not in ("epoch", "step")) + " |",
-        "|---|" + "---|" * (len(evals[-1]) - 2),
+        *table(
+            ["epoch", *(k for k in evals[-1] if k not in ("epoch", "step"))],
+            [
+                [r["epoch"], *(f"{v:.4f}" for k, v in r.items() if k not in ("epoch", "step"))]
+                for r in evals
+            ],
+        ),
     ]
-    for r in evals:
-        values = [f"{v:.4f}" for k, v in r.items() if k not in ("epoch", "step")]
-        text.append(f"| {r['epoch']} | " + " | ".join(values) + " |")
     if method == "mae":
         text += [
             "",
@@ -394,9 +387,10 @@ def write_card(run_dir: Path, title: str | None = None, downstream: list[Path] =
             "",
             "Accuracy of students trained with it (top-1 on the validation split):",
             "",
-            "| mode | training images | epochs | steps | top-1 | run |",
-            "|---|---|---|---|---|---|",
-            *_downstream_rows(list(downstream)),
+            *table(
+                ["mode", "training images", "epochs", "steps", "top-1", "run"],
+                _downstream_rows(list(downstream)),
+            ),
         ]
     text += ["", "Resolved configuration (`config.yaml` of the run):", "", "```yaml", config, "```"]
     path = teacher / "README.md"

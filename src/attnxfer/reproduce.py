@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AttnxferError
-from .sweep import Cell, hardware, mean_std, run_cell
+from .report import figure, gap_recovered, hardware, mean_std, pm, summarise, table, write_results
+from .sweep import Cell, run_cell
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +134,6 @@ def _check_teachers(paths: list[str]) -> None:
             )
 
 
-def _summarise(values: list[float]) -> dict[str, Any]:
-    mean, std = mean_std(values)
-    return {"mean": mean, "std": std, "runs": values}
-
-
-def _gap(value: float, scratch: float, finetune: float) -> float | None:
-    return None if finetune == scratch else 100 * (value - scratch) / (finetune - scratch)
-
-
 def reproduce(
     tier_name: str,
     out: Path,
@@ -182,9 +174,11 @@ def reproduce(
     rows = []
     for method in (*METHODS, "ensemble"):
         values = ens if method == "ensemble" else results[("cifar10_mae", method)]
-        row = {"method": method, **_summarise(values), "paper_top1": PAPER[method]}
-        row["gap_recovered"] = _gap(row["mean"], scratch, finetune)
-        row["paper_gap_recovered"] = _gap(PAPER[method], PAPER["scratch"], PAPER["finetune"])
+        row = {"method": method, **summarise(values), "paper_top1": PAPER[method]}
+        row["gap_recovered"] = gap_recovered(row["mean"], scratch, finetune)
+        row["paper_gap_recovered"] = gap_recovered(
+            PAPER[method], PAPER["scratch"], PAPER["finetune"]
+        )
         rows.append(row)
     report: dict[str, Any] = {
         "tier": tier_name,
@@ -201,10 +195,7 @@ def reproduce(
     report["command"] = command
     report["wall_seconds_this_invocation"] = time.time() - start
     report["train_seconds"] = _train_seconds(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1))
-    (out / "results.md").write_text(markdown(report))
-    plot(report, out / "results.png")
+    write_results(out, "results", report, markdown, plot)
     return report
 
 
@@ -280,7 +271,7 @@ def schedule_curve(
                 values.setdefault(method, []).append(summary["val_top1"])
                 steps.add(summary["steps"])
                 seconds += summary["seconds"]
-        row = {m: _summarise(v) for m, v in values.items()}
+        row = {m: summarise(v) for m, v in values.items()}
         scratch, finetune = row["scratch"]["mean"], row["finetune"]["mean"]
         points.append(
             {
@@ -289,7 +280,7 @@ def schedule_curve(
                 "train_seconds": seconds,
                 "methods": row,
                 "gap_recovered": {
-                    m: _gap(row[m]["mean"], scratch, finetune) for m in ("copy", "distill")
+                    m: gap_recovered(row[m]["mean"], scratch, finetune) for m in ("copy", "distill")
                 },
             }
         )
@@ -306,10 +297,7 @@ def schedule_curve(
         "wall_seconds_this_invocation": time.time() - start,
         "train_seconds": sum(p["train_seconds"] for p in points),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "schedule_curve.json").write_text(json.dumps(report, indent=1))
-    (out / "schedule_curve.md").write_text(curve_markdown(report))
-    plot_curve(report, out / "schedule_curve.png")
+    write_results(out, "schedule_curve", report, curve_markdown, plot_curve)
     return report
 
 
@@ -323,18 +311,19 @@ def curve_markdown(r: dict[str, Any]) -> str:
         "CIFAR-10 JPEG test set (mean ± std); gap: share of the same length's scratch-to-fine-tune "
         "gap, on the means.",
         "",
-        "| epochs | steps | " + " | ".join(CURVE_METHODS) + " | copy gap | distill gap |",
-        "|---|---|" + "---|" * len(CURVE_METHODS) + "---|---|",
+        *table(
+            ["epochs", "steps", *CURVE_METHODS, "copy gap", "distill gap"],
+            [
+                [
+                    f"{p['epochs']:g}",
+                    p["steps"],
+                    *(pm(p["methods"][m]) for m in CURVE_METHODS),
+                    *(_percent(p["gap_recovered"][m]) for m in ("copy", "distill")),
+                ]
+                for p in r["points"]
+            ],
+        ),
     ]
-    for p in r["points"]:
-        gaps = [p["gap_recovered"][m] for m in ("copy", "distill")]
-        lines.append(
-            f"| {p['epochs']:g} | {p['steps']} | "
-            + " | ".join(_pm(p["methods"][m]) for m in CURVE_METHODS)
-            + " | "
-            + " | ".join("" if g is None else f"{g:.0f}%" for g in gaps)
-            + " |"
-        )
     lines += [
         "",
         f"A length below 1 epoch is one pass over that share of the {r['train_images']:,} "
@@ -349,34 +338,32 @@ def curve_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _percent(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:.{digits}f}%"
+
+
 def plot_curve(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = r["points"]
     steps = [p["steps"] for p in points]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for m in CURVE_METHODS:
-        means = [p["methods"][m]["mean"] for p in points]
-        stds = [p["methods"][m]["std"] for p in points]
-        axes[0].errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=m)
-    axes[0].set_ylabel("CIFAR-10 top-1 (%)")
-    axes[1].axhline(100, color="grey", lw=0.8, ls="--")
-    axes[1].axhline(0, color="black", lw=0.8)
-    for m in ("copy", "distill"):
-        gaps = [p["gap_recovered"][m] for p in points]
-        axes[1].plot(steps, [float("nan") if g is None else g for g in gaps], marker="o", label=m)
-    axes[1].set_ylabel("scratch-to-fine-tune gap recovered (%)")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlabel("optimiser steps")
-        ax.legend(fontsize=8)
-    axes[0].set_title(f"attnxfer, {r['tier']} tier, {len(r['seeds'])} seeds", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, 1, 2, figsize=(10, 3.6)) as (_, axes):
+        for m in CURVE_METHODS:
+            means = [p["methods"][m]["mean"] for p in points]
+            stds = [p["methods"][m]["std"] for p in points]
+            axes[0].errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=m)
+        axes[0].set_ylabel("CIFAR-10 top-1 (%)")
+        axes[1].axhline(100, color="grey", lw=0.8, ls="--")
+        axes[1].axhline(0, color="black", lw=0.8)
+        for m in ("copy", "distill"):
+            gaps = [p["gap_recovered"][m] for p in points]
+            axes[1].plot(
+                steps, [float("nan") if g is None else g for g in gaps], marker="o", label=m
+            )
+        axes[1].set_ylabel("scratch-to-fine-tune gap recovered (%)")
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_xlabel("optimiser steps")
+            ax.legend(fontsize=8)
+        axes[0].set_title(f"attnxfer, {r['tier']} tier, {len(r['seeds'])} seeds", fontsize=10)
 
 
 def _train_seconds(out: Path) -> float:
@@ -391,7 +378,7 @@ def _shift(out: Path, results: dict, seeds: list[int], teacher: str, cache: Path
     for label in ("cifar10_mae", "tiny_mae"):
         ft = mean_std(results[(label, "finetune")])[0]
         for method in SHIFT_METHODS:
-            row = {"teacher": label, "method": method, **_summarise(results[(label, method)])}
+            row = {"teacher": label, "method": method, **summarise(results[(label, method)])}
             row["gap_to_finetune"] = row["mean"] - ft
             rows.append(row)
     sets = {p.name: ("imagefolder", str(p)) for p in cifar10_c(cache)}
@@ -416,15 +403,11 @@ def _shift(out: Path, results: dict, seeds: list[int], teacher: str, cache: Path
                     vals = [v for k, v in accs.items() if k.endswith(f"-{severity}")]
                     by_severity.setdefault(severity, []).append(sum(vals) / len(vals))
             corrupted[f"{label}/{method}"] = {
-                "clean": _summarise(clean),
-                "severity": {s: _summarise(v) for s, v in by_severity.items()},
-                "per_set": {k: _summarise([a[k] for a in per_seed]) for k in sorted(per_seed[0])},
+                "clean": summarise(clean),
+                "severity": {s: summarise(v) for s, v in by_severity.items()},
+                "per_set": {k: summarise([a[k] for a in per_seed]) for k in sorted(per_seed[0])},
             }
     return {"teacher": teacher, "rows": rows, "corruptions": corrupted, "sets": sorted(sets)}
-
-
-def _pm(d: dict[str, Any]) -> str:
-    return f"{d['mean']:.2f} ± {d['std']:.2f}"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -437,17 +420,26 @@ def markdown(r: dict[str, Any]) -> str:
         + f"; {n} seeds ({', '.join(map(str, r['seeds']))}). Top-1 on the CIFAR-10 JPEG test "
         "set (10,000 images; JPEG costs about 2 points against the lossless originals).",
         "",
-        "| method | top-1 (mean ± std) | gap recovered | paper top-1 (ImageNet, ViT-L) "
-        "| paper gap |",
-        "|---|---|---|---|---|",
+        *table(
+            [
+                "method",
+                "top-1 (mean ± std)",
+                "gap recovered",
+                "paper top-1 (ImageNet, ViT-L)",
+                "paper gap",
+            ],
+            [
+                [
+                    row["method"],
+                    pm(row),
+                    _percent(row["gap_recovered"]),
+                    f"{row['paper_top1']:.1f}",
+                    _percent(row["paper_gap_recovered"], 1),
+                ]
+                for row in r["rows"]
+            ],
+        ),
     ]
-    for row in r["rows"]:
-        gap = "" if row["gap_recovered"] is None else f"{row['gap_recovered']:.0f}%"
-        pgap = row["paper_gap_recovered"]
-        lines.append(
-            f"| {row['method']} | {_pm(row)} | {gap} | {row['paper_top1']:.1f} | "
-            f"{'' if pgap is None else f'{pgap:.1f}%'} |"
-        )
     lines += [
         "",
         "Gap recovered: (method - scratch) / (fine-tune - scratch), on the means.",
@@ -460,14 +452,14 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             f"Teacher `{s['teacher']}`, same students and recipe.",
             "",
-            "| teacher | method | top-1 (mean ± std) | minus fine-tune |",
-            "|---|---|---|---|",
+            *table(
+                ["teacher", "method", "top-1 (mean ± std)", "minus fine-tune"],
+                [
+                    [row["teacher"], row["method"], pm(row), f"{row['gap_to_finetune']:+.2f}"]
+                    for row in s["rows"]
+                ],
+            ),
         ]
-        for row in s["rows"]:
-            lines.append(
-                f"| {row['teacher']} | {row['method']} | {_pm(row)} | "
-                f"{row['gap_to_finetune']:+.2f} |"
-            )
         severities = sorted(next(iter(s["corruptions"].values()))["severity"])
         lines += [
             "",
@@ -476,16 +468,24 @@ def markdown(r: dict[str, Any]) -> str:
             f"Sets: {', '.join(s['sets'])} (1,000 test images each). Mean top-1 over the "
             "corruption types, per severity.",
             "",
-            "| model | clean | " + " | ".join(f"severity {v}" for v in severities) + " | drop at "
-            f"severity {severities[-1]} |",
-            "|---|---|" + "---|" * len(severities) + "---|",
+            *table(
+                [
+                    "model",
+                    "clean",
+                    *(f"severity {v}" for v in severities),
+                    f"drop at severity {severities[-1]}",
+                ],
+                [
+                    [
+                        name,
+                        pm(c["clean"]),
+                        *(pm(c["severity"][v]) for v in severities),
+                        f"{c['clean']['mean'] - c['severity'][severities[-1]]['mean']:.2f}",
+                    ]
+                    for name, c in s["corruptions"].items()
+                ],
+            ),
         ]
-        for name, c in s["corruptions"].items():
-            worst = c["severity"][severities[-1]]["mean"]
-            cells = " | ".join(_pm(c["severity"][v]) for v in severities)
-            lines.append(
-                f"| {name} | {_pm(c['clean'])} | {cells} | {c['clean']['mean'] - worst:.2f} |"
-            )
     minutes = r["train_seconds"] / 60
     lines += [
         "",
@@ -499,32 +499,24 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = r["rows"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    names = [row["method"] for row in rows]
-    x = range(len(rows))
-    axes[0].bar(x, [row["mean"] for row in rows], yerr=[row["std"] for row in rows], capsize=3)
-    axes[0].set_xticks(x, names, rotation=25, ha="right")
-    axes[0].set_ylabel("CIFAR-10 top-1 (%)")
-    low = min(row["mean"] - row["std"] for row in rows)
-    axes[0].set_ylim(max(0, low - 5), None)
-    axes[0].set_title(f"attnxfer, {r['tier']} tier, {len(r['seeds'])} seeds", fontsize=10)
-    gaps = [(row["method"], row["gap_recovered"], row["paper_gap_recovered"]) for row in rows]
-    gaps = [g for g in gaps if g[0] not in ("scratch", "finetune") and g[1] is not None]
-    w = 0.38
-    xs = range(len(gaps))
-    axes[1].bar([i - w / 2 for i in xs], [g[1] for g in gaps], w, label="attnxfer (CIFAR-10)")
-    axes[1].bar([i + w / 2 for i in xs], [g[2] for g in gaps], w, label="paper (ImageNet)")
-    axes[1].axhline(100, color="grey", lw=0.8, ls="--")
-    axes[1].axhline(0, color="black", lw=0.8)
-    axes[1].set_xticks(list(xs), [g[0] for g in gaps], rotation=25, ha="right")
-    axes[1].set_ylabel("scratch-to-fine-tune gap recovered (%)")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, 1, 2, figsize=(10, 3.6)) as (_, axes):
+        rows = r["rows"]
+        names = [row["method"] for row in rows]
+        x = range(len(rows))
+        axes[0].bar(x, [row["mean"] for row in rows], yerr=[row["std"] for row in rows], capsize=3)
+        axes[0].set_xticks(x, names, rotation=25, ha="right")
+        axes[0].set_ylabel("CIFAR-10 top-1 (%)")
+        low = min(row["mean"] - row["std"] for row in rows)
+        axes[0].set_ylim(max(0, low - 5), None)
+        axes[0].set_title(f"attnxfer, {r['tier']} tier, {len(r['seeds'])} seeds", fontsize=10)
+        gaps = [(row["method"], row["gap_recovered"], row["paper_gap_recovered"]) for row in rows]
+        gaps = [g for g in gaps if g[0] not in ("scratch", "finetune") and g[1] is not None]
+        w = 0.38
+        xs = range(len(gaps))
+        axes[1].bar([i - w / 2 for i in xs], [g[1] for g in gaps], w, label="attnxfer (CIFAR-10)")
+        axes[1].bar([i + w / 2 for i in xs], [g[2] for g in gaps], w, label="paper (ImageNet)")
+        axes[1].axhline(100, color="grey", lw=0.8, ls="--")
+        axes[1].axhline(0, color="black", lw=0.8)
+        axes[1].set_xticks(list(xs), [g[0] for g in gaps], rotation=25, ha="right")
+        axes[1].set_ylabel("scratch-to-fine-tune gap recovered (%)")
+        axes[1].legend(fontsize=8)

@@ -17,8 +17,6 @@ import itertools
 import json
 import logging
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from typing import Any
 
 from .config import config_from_dict, load_config, parse_override, read_yaml
 from .errors import AttnxferError
+from .report import figure, hardware, pm, summarise, table, write_results
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +38,6 @@ class Cell:
     overrides: list[str] = field(default_factory=list)
     command: str = "train"  # or "pretrain"
     labels: dict[str, Any] = field(default_factory=dict)  # what the cell varies, for tables
-
-
-def hardware() -> str:
-    """The machine in one line, for results tables."""
-    import torch
-
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        return f"{name} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only"
 
 
 def run_identity(config: dict[str, Any]) -> str:
@@ -203,11 +184,6 @@ def metric_of(summary: dict[str, Any], metric: str) -> float:
     return float(summary[metric])
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def sweep(
     configs: list[str],
     grid_specs: list[str],
@@ -235,15 +211,14 @@ def sweep(
         key = tuple(cell.labels[k] for k, _ in grid)
         rows.setdefault(key, []).append(summary)
     keys = [k for k, _ in grid]
-    table = []
+    summary_rows = []
     for key, summaries in rows.items():
         values = [metric_of(s, metric) for s in summaries]
-        mean, std = mean_std(values)
-        row = {**dict(zip(keys, key, strict=True)), "mean": mean, "std": std, "runs": values}
+        row = {**dict(zip(keys, key, strict=True)), **summarise(values)}
         reused = [s["reused_from"] for s in summaries if "reused_from" in s]
         if reused:
             row["reused_from"] = reused
-        table.append(row)
+        summary_rows.append(row)
     result = {
         "title": title or f"sweep over {', '.join(keys) or 'seeds'}",
         "metric": metric,
@@ -251,28 +226,21 @@ def sweep(
         "fixed": list(fixed),
         "grid": dict(grid),
         "seeds": seeds,
-        "rows": table,
+        "rows": summary_rows,
         "command": command,
         "hardware": hardware(),
         "train_seconds": sum(s.get("seconds", 0.0) for ss in rows.values() for s in ss),
         "wall_seconds_this_invocation": time.time() - start,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "results.md").write_text(sweep_markdown(result))
-    plot_sweep(result, out / "results.png")
+    write_results(out, "results", result, sweep_markdown, plot_sweep)
     return result
 
 
 def sweep_markdown(result: dict[str, Any]) -> str:
     keys = list(result["grid"])
     head = [*keys, f"{result['metric']} (mean ± std)", "seeds"]
-    lines = [f"# {result['title']}", "", "| " + " | ".join(head) + " |"]
-    lines.append("|" + "---|" * len(head))
-    for row in result["rows"]:
-        cells = [str(row[k]) for k in keys]
-        cells += [f"{row['mean']:.2f} ± {row['std']:.2f}", str(len(row["runs"]))]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[*(row[k] for k in keys), pm(row), len(row["runs"])] for row in result["rows"]]
+    lines = [f"# {result['title']}", "", *table(head, rows)]
     lines += ["", f"Command: `{result['command']}`", ""]
     if "hardware" in result:
         lines += [
@@ -290,22 +258,14 @@ def sweep_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_sweep(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = list(result["grid"])
     labels = [", ".join(str(r[k]) for k in keys) or "base" for r in result["rows"]]
     means = [r["mean"] for r in result["rows"]]
     stds = [r["std"] for r in result["rows"]]
-    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(labels) + 2), 3.2))
-    ax.bar(range(len(labels)), means, yerr=stds, capsize=3, color="#4C72B0")
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    ax.set_ylabel(result["metric"])
-    ax.set_title(result["title"], fontsize=10)
-    low = min(m - s for m, s in zip(means, stds, strict=True))
-    ax.set_ylim(max(0, low - 5), None)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, figsize=(max(4, 0.8 * len(labels) + 2), 3.2)) as (_, ax):
+        ax.bar(range(len(labels)), means, yerr=stds, capsize=3, color="#4C72B0")
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_ylabel(result["metric"])
+        ax.set_title(result["title"], fontsize=10)
+        low = min(m - s for m, s in zip(means, stds, strict=True))
+        ax.set_ylim(max(0, low - 5), None)

@@ -1,0 +1,95 @@
+"""Results files: the machine they ran on, summaries over seeds, markdown tables, figures.
+
+Every command that writes results (``sweep``, ``reproduce``, ``analyze``, ``pretrain``'s model
+card, ``demo``) goes through :func:`write_results`, :func:`table` and :func:`figure`, so the files
+look alike and a figure never needs a display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def hardware() -> str:
+    """The machine in one line, for results tables."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        return f"{name} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "runs"}`` of per-seed values."""
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "runs": list(values)}
+
+
+def gap_recovered(value: float, scratch: float, finetune: float) -> float | None:
+    """Share (in %) of the scratch-to-fine-tune gap that ``value`` recovers; None without a gap."""
+    return None if finetune == scratch else 100 * (value - scratch) / (finetune - scratch)
+
+
+def pm(d: dict[str, Any]) -> str:
+    """``mean ± std`` of a :func:`summarise` record, two decimals."""
+    return f"{d['mean']:.2f} ± {d['std']:.2f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A markdown table as lines: header, rule, one line per row (cells through ``str``)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+@contextlib.contextmanager
+def figure(path: Path, *args: Any, dpi: int = 120, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+    """``with figure(path, rows, cols, figsize=...) as (fig, axes):`` draw, and the figure is
+    laid out, saved to ``path`` and closed (matplotlib's file-only backend, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*args, **kwargs)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
+def write_results(
+    out: Path,
+    stem: str,
+    record: dict[str, Any],
+    markdown: Callable[[dict[str, Any]], str],
+    plot: Callable[[dict[str, Any], Path], None] | None = None,
+) -> None:
+    """``out/stem.json`` (the record), ``out/stem.md`` (``markdown(record)``) and, with ``plot``,
+    ``out/stem.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    (out / f"{stem}.md").write_text(markdown(record))
+    if plot is not None:
+        plot(record, out / f"{stem}.png")
