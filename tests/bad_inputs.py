@@ -10,17 +10,14 @@ import contextlib
 import io
 import json
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from helpers import tiny_vit  # tests/ is on the path: pytest's rootdir, or this script's folder
 from PIL import Image
 from safetensors.torch import save_file
-
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tiny_vit
 
 from attnxfer.cli import main
 
@@ -88,6 +85,19 @@ class Case:
     what: str  # the bad input, in words
     argv: Callable[[Path], list[str]]  # command line, given a fresh temporary folder
     expect: str  # a piece of the message
+
+
+def _copy_export(t: Path) -> list[str]:
+    main(
+        [
+            "train",
+            *TINY,
+            "transfer.mode=copy",
+            f"teacher.source={_teacher(t)}",
+            f"run.output={t / 'c'}",
+        ]
+    )
+    return ["export", str(t / "c"), str(t / "out")]
 
 
 CASES: list[Case] = [
@@ -315,7 +325,7 @@ CASES: list[Case] = [
         ],
         "is of another architecture",
     ),
-    Case("export of a copy-mode student", None, "cannot run without its teacher"),
+    Case("export of a copy-mode student", _copy_export, "cannot run without its teacher"),
     Case(
         "eval of a folder that is not a run",
         lambda t: ["eval", str(t)],
@@ -419,22 +429,6 @@ CASES: list[Case] = [
         "is not one of the --set labels",
     ),
 ]
-
-
-def _copy_export(t: Path) -> list[str]:
-    main(
-        [
-            "train",
-            *TINY,
-            "transfer.mode=copy",
-            f"teacher.source={_teacher(t)}",
-            f"run.output={t / 'c'}",
-        ]
-    )
-    return ["export", str(t / "c"), str(t / "out")]
-
-
-CASES[[c.what for c in CASES].index("export of a copy-mode student")].argv = _copy_export
 
 
 def run_case(case: Case, tmp: Path) -> tuple[int, str, list[Path]]:

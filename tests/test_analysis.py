@@ -8,9 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import images, tiny_vit
+from helpers import TINY_STUDENT, cli, images, tiny_vit
 from scipy.spatial.distance import jensenshannon
-from test_engine import TINY_STUDENT, cli
 
 from attnxfer import AttentionTransfer, build_student
 from attnxfer.analysis import (

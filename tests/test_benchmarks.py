@@ -45,7 +45,7 @@ def test_ablations_script_runs_its_sweeps_and_refuses_unknown_names(tmp_path, te
     import subprocess
     import sys
 
-    from test_engine import TINY_STUDENT
+    from helpers import TINY_STUDENT
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(_yaml_of(["data.train_subset=128", *TINY_STUDENT[1:]]))
@@ -119,7 +119,7 @@ def test_throughput_script_measures_every_part_and_writes_its_report(tmp_path, t
     import subprocess
     import sys
 
-    from test_engine import ENV, TINY_STUDENT
+    from helpers import ENV, TINY_STUDENT
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(_yaml_of(["data.name=digits", *TINY_STUDENT]))

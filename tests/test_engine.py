@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import torchrun
+from helpers import ENV, TINY_STUDENT, cli, torchrun
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -22,23 +21,6 @@ from attnxfer.checkpoint import list_checkpoints
 from attnxfer.cli import main
 from attnxfer.config import load_config
 from attnxfer.engine import Trainer
-
-TINY_STUDENT = [
-    "student.arch=vit_tiny_patch16_224",
-    "student.model_args={img_size: 16, patch_size: 4, embed_dim: 32, depth: 2, num_heads: 2}",
-    "data.img_size=16",
-    "data.batch_size=32",
-    "data.mean=[0.5,0.5,0.5]",
-    "data.std=[0.5,0.5,0.5]",
-    "optim.epochs=1",
-    "optim.warmup_epochs=0.2",
-    "run.log_every=5",
-]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-
-
-def cli(*args: str) -> int:
-    return main(list(args))
 
 
 def test_small_run_end_to_end(tmp_path, teacher_file):

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import torchrun
+from helpers import ENV, TINY_STUDENT, cli, torchrun
 from safetensors.torch import load_file
-from test_engine import ENV, TINY_STUDENT, cli
 
 from attnxfer import checkpoint as C
 from attnxfer.checkpoint import list_checkpoints, verify
@@ -241,3 +240,22 @@ def test_killed_gloo_worker_stops_the_run_and_it_resumes(tmp_path, teacher_file)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from" in done.stderr
     assert json.loads((out / "summary.json").read_text())["epochs"] == 3
+
+
+def test_a_failed_export_leaves_no_model_behind(tmp_path, monkeypatch):
+    """A full disk while the weights are written: one clear error, and neither the model's files
+    nor temporary ones in the folder."""
+    from helpers import tiny_vit
+
+    from attnxfer import export
+    from attnxfer.errors import AttnxferError
+
+    def full_disk(tensors, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "save_file", full_disk)
+    model = tiny_vit()
+    with pytest.raises(AttnxferError, match=r"could not write the model to .*No space left"):
+        export.write_model(tmp_path / "out", model, model.state_dict(), {})
+    assert list((tmp_path / "out").iterdir()) == []

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import SHARED_DATA, images, tiny_vit
+from helpers import SHARED_DATA, images, tiny_vit
 from PIL import Image
 from safetensors.torch import save_file
 

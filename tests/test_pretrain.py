@@ -8,8 +8,8 @@ import json
 import pytest
 import timm
 import torch
+from helpers import TINY_STUDENT, cli
 from safetensors.torch import load_file
-from test_engine import TINY_STUDENT, cli
 
 from attnxfer import build_teacher
 from attnxfer.checkpoint import list_checkpoints

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_engine import TINY_STUDENT, cli
+from helpers import TINY_STUDENT, cli
 
 from attnxfer.config import load_config
 from attnxfer.errors import AttnxferError

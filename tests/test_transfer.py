@@ -7,7 +7,7 @@ import copy
 import pytest
 import timm
 import torch
-from conftest import FAMILIES, images, tiny_vit
+from helpers import FAMILIES, images, tiny_vit
 from timm.layers import Attention
 
 from attnxfer import MODES, AttentionTransfer, AttnxferError, build_student, build_teacher

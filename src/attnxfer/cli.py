@@ -505,7 +505,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .inference import export_student
+    from .export import export_student
 
     path = export_student(args.model, args.out, args.weights)
     print(f"wrote {path} and {path.with_suffix('.json')}")

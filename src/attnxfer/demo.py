@@ -24,7 +24,8 @@ import torch
 from .config import config_from_dict
 from .engine import Trainer
 from .errors import AttnxferError
-from .inference import export_student, load_trained
+from .export import export_student
+from .inference import load_trained
 from .report import figure
 
 log = logging.getLogger(__name__)

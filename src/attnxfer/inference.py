@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from . import checkpoint as C
@@ -162,70 +160,3 @@ def evaluate_models(
                     model, loader, d, class_subset=class_subset
                 )
     return results
-
-
-def export_student(path: str | Path, out_dir: str | Path, weights: str = "raw") -> Path:
-    """Write ``model.safetensors`` + ``model.json``: a plain timm model, loadable by
-    ``timm.create_model(arch, **args)`` + ``load_state_dict``, or by ``build_teacher(file)``."""
-    ckpt = C.resolve(path)
-    meta = C.read_meta(ckpt)
-    if meta.get("task") == "mae":
-        return _export_encoder(ckpt, meta, Path(out_dir), weights)
-    if meta.get("needs_teacher"):
-        raise AttnxferError(
-            f"{path} was trained by attention copy ({meta['config']['transfer']['mode']}): it "
-            "cannot run without its teacher, so it has no stand-alone export; evaluate it with "
-            "attnxfer eval"
-        )
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise AttnxferError(f"export folder {out} is not empty; choose a new folder")
-    loaded = load_trained(ckpt, weights)
-    out.mkdir(parents=True, exist_ok=True)
-    spec = meta["student_spec"]
-    save_file(
-        {k: v.contiguous() for k, v in loaded.model.state_dict().items()}, out / "model.safetensors"
-    )
-    card = {
-        "architecture": spec["arch"],
-        "args": spec["args"],
-        "mean": meta["mean"],
-        "std": meta["std"],
-        "classes": meta["classes"],
-        "trained_as": meta["transfer"],
-    }
-    (out / "model.json").write_text(json.dumps(card, indent=1))
-    return out / "model.safetensors"
-
-
-def _export_encoder(ckpt: Path, meta: dict, out: Path, weights: str) -> Path:
-    """The encoder of an MAE pre-training checkpoint (e.g. one of its intermediate epochs) as a
-    teacher file, the same as ``attnxfer pretrain`` writes at the end of the run."""
-    from .pretrain import write_teacher
-
-    if out.exists() and any(out.iterdir()):
-        raise AttnxferError(f"export folder {out} is not empty; choose a new folder")
-    name = {"raw": "student.safetensors", "ema": "ema.safetensors"}.get(weights)
-    if name is None or not (ckpt / name).is_file():
-        raise AttnxferError(f"{ckpt} has no {weights} weights: use --weights raw")
-    state = {
-        k[len("encoder.") :]: v
-        for k, v in C.load_weights_file(ckpt, name).items()
-        if k.startswith("encoder.")
-    }
-    encoder = ModelSpec.from_json(meta["encoder_spec"]).create()
-    encoder.load_state_dict(state, strict=True)  # the weights fit the recorded architecture
-    progress = meta["progress"]
-    card = {
-        "mean": meta["mean"],
-        "std": meta["std"],
-        "classes": None,
-        "pretrain": {
-            "method": "mae",
-            "weights": weights,
-            "checkpoint": str(ckpt),
-            "epochs": progress["epoch"],
-            "steps": progress["step"],
-        },
-    }
-    return write_teacher(out, encoder, state, card)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
@@ -29,6 +29,7 @@ from . import routes as R
 from .config import Config
 from .engine import Trainer, _all_reduce, autocast, swapped_weights
 from .errors import AttnxferError
+from .export import write_model
 from .models import ModelSpec, check_supported, num_tokens, spec_of
 from .report import figure, hardware, table
 
@@ -257,23 +258,6 @@ class MaeTrainer(Trainer):
         }
 
 
-def write_teacher(
-    out: Path, model: nn.Module, state: dict[str, torch.Tensor], card: dict[str, Any]
-) -> Path:
-    """``out/model.safetensors`` + ``out/model.json`` (arch, args, mean, std, how it was made),
-    written to a temporary name first so a crash never leaves a half-written teacher."""
-    out.mkdir(parents=True, exist_ok=True)
-    spec = spec_of(model)
-    weights = out / "model.safetensors"
-    tmp = out / ".model.safetensors.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp)
-    meta = {"architecture": spec.arch, "args": spec.args, **card}
-    (out / ".model.json.tmp").write_text(json.dumps(meta, indent=1))
-    (out / ".model.json.tmp").replace(out / "model.json")
-    tmp.replace(weights)
-    return weights
-
-
 def plot_losses(run_dir: Path, path: Path) -> None:
     """The pre-training loss per logged step and the validation loss per evaluation (a resumed
     run's re-logged steps counted once)."""
@@ -428,7 +412,7 @@ def pretrain(cfg: Config, resume: str | None = None) -> dict[str, Any]:
                 "classes": trainer.classes if method == "supervised" else None,
                 "pretrain": {"method": method, "weights": weights, **summary},
             }
-            path = write_teacher(trainer.run_dir / "teacher", model, state, card)
+            path = write_model(trainer.run_dir / "teacher", model, state, card)
             summary["teacher"] = str(path)
             (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
             write_card(trainer.run_dir)
