@@ -18,15 +18,11 @@ from torch import Tensor, nn
 
 from . import functional as AF
 from . import routes as R
+from . import vit
 from .errors import AttnxferError
 from .report import table
 
 PAIRINGS = ("index", "hungarian", "best", "averaged")
-
-
-def _blocks(model: nn.Module) -> nn.Module:
-    student = getattr(model, "student", None)
-    return (student if student is not None else model).blocks
 
 
 @torch.no_grad()
@@ -39,7 +35,7 @@ def attention_maps(model: nn.Module, images: Tensor) -> list[Tensor]:
     the teacher's queries (copy, copy_q) and keys (copy, copy_k) replace the student's in the
     transferred heads; a student called alone gives its own Q/K map.
     """
-    blocks = _blocks(model)
+    blocks = vit.blocks(model)
     seen: dict[int, tuple[Tensor, Any]] = {}
 
     def hook(module, args, output, i):
@@ -60,19 +56,12 @@ def attention_maps(model: nn.Module, images: Tensor) -> list[Tensor]:
     maps = []
     for i, blk in enumerate(blocks):
         x, teacher = seen[i]
-        q, k, _ = R._Route.project(blk.attn, x)  # same submodule names as timm's
-        scale = blk.attn.scale
         attn = blk.attn
-        if teacher is not None and isinstance(attn, R.CopyMap | R.CopyQ | R.CopyK):
-            heads = list(attn.heads)
-            if isinstance(attn, R.CopyMap | R.CopyQ):
-                q = q.clone()
-                q[:, heads] = attn.pick(teacher.q).to(q.dtype)
-            if isinstance(attn, R.CopyMap | R.CopyK):
-                k = k.clone()
-                k[:, heads] = attn.pick(teacher.k).to(k.dtype)
-            if isinstance(attn, R.CopyMap) and attn.all_heads:
-                scale = teacher.scale
+        q, k, _ = R._Route.project(attn, x)  # same submodule names as timm's
+        if isinstance(attn, R._Route):  # a route says which Q and K it attends with
+            q, k, scale = attn.attended_qk(q, k, teacher)
+        else:
+            scale = attn.scale
         maps.append(AF.attention_map(q, k, scale))
     return maps
 
@@ -168,9 +157,9 @@ def layer_similarity(
 def transfer_counts(model: nn.Module) -> dict[str, Any]:
     """Numbers per image moved from teacher to student, per layer and in total, for each kind
     of transfer: Q (or K, or V): ``N x D``; Q and K: ``2 N D``; full maps: ``H N^2``."""
-    n = model.patch_embed.num_patches + getattr(model, "num_prefix_tokens", 1)
-    depth = len(model.blocks)
-    attn = model.blocks[0].attn
+    n = vit.num_tokens(model)
+    depth = len(vit.blocks(model))
+    attn = vit.blocks(model)[0].attn
     heads, dim = attn.num_heads, model.embed_dim
     per_layer = {"q_or_k": n * dim, "q_and_k": 2 * n * dim, "maps": heads * n * n}
     return {

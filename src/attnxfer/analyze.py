@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import analysis as A
+from . import vit
 from .errors import AttnxferError
 from .report import figure, table, write_results
 
@@ -91,7 +92,7 @@ def similarity(
 ) -> dict[str, Any]:
     """JS divergence of each model's maps to ``reference``'s, per layer and pairing."""
     ref = load_model(reference, img_size)
-    size = img_size or _img_size(ref.model)
+    size = img_size or vit.img_size(ref.model)
     batches = image_batches(data, split, count, size, ref.mean, ref.std)
     result: dict[str, Any] = {
         "reference": ref.name,
@@ -106,16 +107,6 @@ def similarity(
         result["models"][other.name] = A.layer_similarity(other.model, ref.model, batches, pairings)
     write_results(out, "similarity", result, similarity_markdown, plot_similarity)
     return result
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    """The ViT itself: a wrapper's student, or the model."""
-    student = getattr(model, "student", None)
-    return model if student is None else student
-
-
-def _img_size(model: nn.Module) -> int:
-    return int(_inner(model).patch_embed.img_size[0])
 
 
 def similarity_markdown(r: dict[str, Any]) -> str:
@@ -164,12 +155,11 @@ def maps_figure(
     head-averaged attention of the query over the patches, drawn over the image."""
     loaded = [load_model(m, img_size) for m in models]
     first = loaded[0]
-    size = img_size or _img_size(first.model)
+    size = img_size or vit.img_size(first.model)
     (images,) = image_batches(data, split, count, size, first.mean, first.std, batch=count)
-    inner = _inner(first.model)
-    prefix = getattr(inner, "num_prefix_tokens", 0)
-    grid = inner.patch_embed.grid_size
-    depth = len(inner.blocks)
+    prefix = vit.prefix_tokens(first.model)
+    grid = vit.grid(first.model)
+    depth = len(vit.blocks(first.model))
     layers = list(range(depth)) if layers is None else layers
     for layer in layers:
         if not -depth <= layer < depth:

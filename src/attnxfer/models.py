@@ -28,6 +28,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from .errors import AttnxferError
+from .vit import check_supported, num_tokens
 
 log = logging.getLogger(__name__)
 
@@ -334,24 +335,6 @@ def _from_timm(name: str, args: dict[str, Any]) -> nn.Module:
     return model
 
 
-def check_supported(model: nn.Module, what: str) -> None:
-    """Refuse anything but a timm ViT whose blocks all use a supported attention class."""
-    from .routes import SUPPORTED_ATTENTION
-
-    if not isinstance(model, VisionTransformer):
-        raise AttnxferError(
-            f"{what} is a {type(model).__name__}, not a timm VisionTransformer; attention "
-            "transfer needs a ViT (timm.list_models('vit_*'))"
-        )
-    for blk in model.blocks:
-        attn = getattr(blk, "attn", None)
-        if type(attn) not in SUPPORTED_ATTENTION:
-            raise AttnxferError(
-                f"{what} uses attention class {type(attn).__module__}.{type(attn).__name__}, "
-                "which attnxfer does not support yet (supported: timm.layers.Attention)"
-            )
-
-
 def build_student(
     teacher: nn.Module,
     num_classes: int,
@@ -378,11 +361,6 @@ def build_student(
     if getattr(teacher, "attnxfer_spec", None) is None:
         _check_same_trunk(teacher, student)
     return student
-
-
-def num_tokens(model: nn.Module) -> int:
-    """Tokens per image that attention sees (patches plus class/register tokens)."""
-    return model.patch_embed.num_patches + model.num_prefix_tokens
 
 
 def _check_tokens(teacher: nn.Module, student: nn.Module) -> None:

@@ -30,8 +30,9 @@ from .config import Config
 from .engine import Trainer, _all_reduce, autocast, swapped_weights
 from .errors import AttnxferError
 from .export import write_model
-from .models import ModelSpec, check_supported, num_tokens, spec_of
+from .models import ModelSpec, spec_of
 from .report import figure, hardware, table
+from .vit import check_supported, num_tokens
 
 log = logging.getLogger(__name__)
 

@@ -31,16 +31,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Attention
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import functional as AF
 from .errors import AttnxferError
-
-#: Attention classes whose layers can be routed. Supporting another family means writing its
-#: ``project`` (how to get per-head q, k, v) and ``finish`` (how heads become the output).
-SUPPORTED_ATTENTION: tuple[type[nn.Module], ...] = (Attention,)
+from .vit import SUPPORTED_ATTENTION
 
 
 @dataclass
@@ -165,6 +161,14 @@ class _Route(nn.Module):
         """The attention output per head, ``[B, H, N, D]``."""
         raise NotImplementedError
 
+    def attended_qk(
+        self, q: Tensor, k: Tensor, teacher: TeacherQKV | None
+    ) -> tuple[Tensor, Tensor, float]:
+        """The queries, keys and scale whose map this layer attends with, given its own ``q, k``
+        and the teacher's tensors of the same pass (for analyses): its own, unless a route
+        takes them from the teacher."""
+        return q, k, self.scale
+
     def forward(
         self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False
     ) -> Tensor:
@@ -242,6 +246,12 @@ class StudentRoute(_Route):
         """The selected heads of a ``[B, H, N, D]`` tensor (paired by index)."""
         return t if self.all_heads and t.shape[1] == self.num_heads else t[:, list(self.heads)]
 
+    def _teacher_heads(self, own: Tensor, teacher: Tensor) -> Tensor:
+        """``own`` with the transferred heads replaced by the teacher's."""
+        out = own.clone()
+        out[:, list(self.heads)] = self.pick(teacher).to(own.dtype)
+        return out
+
     def own(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return self.mix(q, k, v, self.scale, self.dropout_p())
 
@@ -259,6 +269,12 @@ class StudentRoute(_Route):
 
 class CopyMap(StudentRoute):
     """Attention copy: the teacher's full map applied to the student's values."""
+
+    def attended_qk(self, q, k, teacher):
+        if teacher is None:
+            return super().attended_qk(q, k, teacher)
+        scale = teacher.scale if self.all_heads else self.scale
+        return self._teacher_heads(q, teacher.q), self._teacher_heads(k, teacher.k), scale
 
     def attend(self, x: Tensor) -> Tensor:
         t = self.teacher()
@@ -280,6 +296,11 @@ class CopyMap(StudentRoute):
 class CopyQ(StudentRoute):
     """softmax(Q_teacher K_student^T s) V_student."""
 
+    def attended_qk(self, q, k, teacher):
+        if teacher is None:
+            return super().attended_qk(q, k, teacher)
+        return self._teacher_heads(q, teacher.q), k, self.scale
+
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
         out = self.own(self.pick(self.teacher().q), self.pick(k), self.pick(v))
@@ -288,6 +309,11 @@ class CopyQ(StudentRoute):
 
 class CopyK(StudentRoute):
     """softmax(Q_student K_teacher^T s) V_student."""
+
+    def attended_qk(self, q, k, teacher):
+        if teacher is None:
+            return super().attended_qk(q, k, teacher)
+        return q, self._teacher_heads(k, teacher.k), self.scale
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)

@@ -47,8 +47,9 @@ from torch import Tensor, nn
 
 from . import routes as R
 from .errors import AttnxferError
-from .models import _check_tokens, num_tokens, spec_of
+from .models import _check_tokens, spec_of
 from .selection import Spec, parse_heads, parse_layers
+from .vit import blocks, num_tokens
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +125,6 @@ AVERAGES = ("examples", "queries", "heads")
 DROP_PATH = ("shared", "student")
 
 
-def _blocks(model: nn.Module, role: str) -> nn.Sequential:
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not all(hasattr(b, "attn") for b in blocks):
-        raise AttnxferError(
-            f"the {role} ({type(model).__name__}) has no timm ViT blocks with an 'attn' module; "
-            "attnxfer works with timm's VisionTransformer family"
-        )
-    return blocks
-
-
 class AttentionTransfer(nn.Module):
     """A student that takes its attention from a frozen teacher (see the module docstring).
 
@@ -175,7 +166,7 @@ class AttentionTransfer(nn.Module):
             raise AttnxferError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
         self.mode = m = MODES[mode]
         self.student = student
-        s_blocks = _blocks(student, "student")
+        s_blocks = blocks(student, "student")
         if any(isinstance(b.attn, R.StudentRoute) for b in s_blocks):
             raise AttnxferError(
                 "this student is already part of an AttentionTransfer; build a fresh student "
@@ -232,7 +223,7 @@ class AttentionTransfer(nn.Module):
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
             _check_tokens(self.teacher, student)
-            t_blocks = _blocks(self.teacher, "teacher")
+            t_blocks = blocks(self.teacher, "teacher")
             self.layers = parse_layers(layers, len(s_blocks))
             if not self.layers:
                 raise AttnxferError("the layer selection is empty: select at least one layer")
