@@ -348,8 +348,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .engine import setup_distributed
     from .inference import evaluate_models, parse_set, read_class_map
+    from .runtime import setup_distributed
 
     if args.ensemble and len(args.models) * (2 if args.weights == "both" else 1) < 2:
         raise AttnxferError("--ensemble needs at least two models")

@@ -13,9 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,61 +43,10 @@ from .data import (
 )
 from .errors import AttnxferError
 from .models import ModelSpec, build_student, build_teacher, spec_of
+from .runtime import Dist, all_reduce, autocast, setup_distributed
 from .transfer import MODES, AttentionTransfer
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------
-# processes and devices
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun; pick the device."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AttnxferError("run.device=cuda but no CUDA device is available; use run.device=cpu")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda":
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return Dist(rank, world, dev)
-
-
-def _all_reduce(values: list[float], d: Dist) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=d.device)
-    if d.world > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    if dtype is None:
-        raise AttnxferError(f"run.amp={amp!r} is unknown: use none, bf16 or fp16")
-    if dtype is torch.float16 and device.type != "cuda":
-        raise AttnxferError("run.amp=fp16 needs a GPU; use run.amp=bf16 on CPU")
-    return torch.autocast(device.type, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +164,7 @@ def evaluate(
         sums[1] += (top == targets[:, None]).any(dim=1).sum().item()
         sums[2] += F.cross_entropy(logits, targets, reduction="sum").item()
         sums[3] += targets.numel()
-    c1, c5, loss, n = _all_reduce(sums, d)
+    c1, c5, loss, n = all_reduce(sums, d)
     if n == 0:
         raise AttnxferError("the evaluation set is empty")
     return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "loss": loss / n, "count": int(n)}
@@ -584,7 +532,7 @@ class Trainer:
             with ctx, autocast(d.device, cfg.run.amp):
                 task, transfer, logits = self.losses(images, targets)
                 loss = task + transfer
-            flags = _all_reduce([float(not torch.isfinite(loss))], d)
+            flags = all_reduce([float(not torch.isfinite(loss))], d)
             if flags[0]:
                 nonfinite = True
                 self._nonfinite(task, transfer)

@@ -120,7 +120,8 @@ def evaluate_models(
 
     from .config import DataConfig
     from .data import ResumableSampler, collate, evaluation_set, raw_dataset
-    from .engine import evaluate, setup_distributed
+    from .engine import evaluate
+    from .runtime import setup_distributed
 
     d = d or setup_distributed("auto")
     kinds = ["raw", "ema"] if weights == "both" else [weights]

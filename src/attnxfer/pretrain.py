@@ -27,11 +27,12 @@ from torch import nn
 
 from . import routes as R
 from .config import Config
-from .engine import Trainer, _all_reduce, autocast, swapped_weights
+from .engine import Trainer, swapped_weights
 from .errors import AttnxferError
 from .export import write_model
 from .models import ModelSpec, spec_of
 from .report import figure, hardware, table
+from .runtime import all_reduce, autocast
 from .vit import check_supported, num_tokens
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class MaeTrainer(Trainer):
                 loss, _, _ = self.model(images, noise)
             total += loss.item() * images.shape[0]
             count += images.shape[0]
-        total, count = _all_reduce([total, count], self.d)
+        total, count = all_reduce([total, count], self.d)
         return total / max(count, 1)
 
     def evaluate_all(self) -> dict[str, float]:

@@ -1,0 +1,66 @@
+"""Where training runs: the device, the torchrun process group, mixed precision.
+
+Launched by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set), processes join one group
+(NCCL on GPUs, Gloo on CPUs); otherwise there is one process. Rank 0 logs and writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from .errors import AttnxferError
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun; pick the device."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AttnxferError("run.device=cuda but no CUDA device is available; use run.device=cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return Dist(rank, world, dev)
+
+
+def all_reduce(values: list[float], d: Dist) -> list[float]:
+    """Sums of ``values`` over all processes (as float64), on every process."""
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    if d.world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """``run.amp``: none, bf16 (CPU and GPU) or fp16 (GPU) autocast."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None:
+        raise AttnxferError(f"run.amp={amp!r} is unknown: use none, bf16 or fp16")
+    if dtype is torch.float16 and device.type != "cuda":
+        raise AttnxferError("run.amp=fp16 needs a GPU; use run.amp=bf16 on CPU")
+    return torch.autocast(device.type, dtype=dtype)
