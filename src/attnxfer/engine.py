@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint as C
+from .build import build_model, teacher_record
 from .config import Config, dump_config
 from .data import (
     ResumableSampler,
@@ -42,58 +43,14 @@ from .data import (
     training_subset,
 )
 from .errors import AttnxferError
-from .models import ModelSpec, build_student, build_teacher, spec_of
+from .models import spec_of
 from .runtime import Dist, all_reduce, autocast, setup_distributed
-from .transfer import MODES, AttentionTransfer
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
 # models
-
-
-def build_model(cfg: Config, num_classes: int) -> tuple[AttentionTransfer, dict | None]:
-    """Teacher (when the mode needs one), student and their ``AttentionTransfer``, and the
-    teacher's pretrained config (its input normalisation), if there is a teacher."""
-    mode = MODES.get(cfg.transfer.mode)
-    if mode is None:
-        raise AttnxferError(f"unknown mode {cfg.transfer.mode!r}: choose one of {', '.join(MODES)}")
-    needs_teacher = mode.teacher_in_training or mode.init_from_teacher
-    if needs_teacher and not cfg.teacher.source:
-        raise AttnxferError(f"mode {mode.name!r} needs teacher.source (a timm name or a file)")
-    s = cfg.student
-    overrides: dict[str, Any] = {**s.model_args, "drop_path_rate": s.drop_path_rate}
-    if s.global_pool is not None:
-        overrides["global_pool"] = s.global_pool
-    teacher = None
-    if cfg.teacher.source:
-        teacher = build_teacher(
-            cfg.teacher.source,
-            arch=cfg.teacher.arch,
-            model_args=cfg.teacher.model_args,
-            img_size=cfg.data.img_size,
-            checkpoint_key=cfg.teacher.checkpoint_key,
-        )
-        student = build_student(teacher, num_classes, arch=s.arch, **overrides)
-    else:
-        if s.arch is None:
-            raise AttnxferError("without a teacher, set student.arch (e.g. vit_tiny_patch16_224)")
-        overrides.setdefault("img_size", cfg.data.img_size)
-        student = ModelSpec(s.arch, {}).create(num_classes=num_classes, **overrides)
-    t = cfg.transfer
-    model = AttentionTransfer(
-        teacher if needs_teacher else None,
-        student,
-        mode=t.mode,
-        layers=t.layers,
-        heads=t.heads,
-        weight=t.weight,
-        impl=t.impl,
-        average=t.average,
-        drop_path=t.drop_path,
-    )
-    return model, getattr(teacher, "pretrained_cfg", None)
 
 
 def build_optimization(
@@ -332,15 +289,8 @@ class Trainer:
 
     def _meta(self) -> dict[str, Any]:
         mode = self.model.mode
-        teacher = None
-        if mode.teacher_at_inference:  # copy modes cannot run without their teacher
-            t = self.cfg.teacher
-            teacher = {
-                "source": t.source,
-                "arch": t.arch,
-                "model_args": t.model_args,
-                "checkpoint_key": t.checkpoint_key,
-            }
+        # copy modes cannot run without their teacher
+        teacher = teacher_record(self.cfg.teacher) if mode.teacher_at_inference else None
         return {
             "config": self.cfg.to_dict(),
             "student_spec": spec_of(self.model.student).to_json(),

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from . import checkpoint as C
+from .build import rebuild
 from .errors import AttnxferError
-from .models import ModelSpec, build_teacher
-from .transfer import AttentionTransfer
+from .models import ModelSpec
 
 
 @dataclass
@@ -45,28 +45,7 @@ def load_trained(path: str | Path, weights: str = "raw") -> Loaded:
     student = ModelSpec.from_json(meta["student_spec"]).create()
     student.load_state_dict(C.load_weights_file(ckpt, name), strict=True)
     label = f"{Path(path).name}[{weights}]"
-    teacher_info = meta.get("needs_teacher")
-    if teacher_info is None:
-        return Loaded(student.eval(), meta, label)
-    t = meta["config"]["transfer"]
-    teacher = build_teacher(
-        teacher_info["source"],
-        arch=teacher_info["arch"],
-        model_args=teacher_info["model_args"],
-        img_size=meta["config"]["data"]["img_size"],
-        checkpoint_key=teacher_info["checkpoint_key"],
-    )
-    model = AttentionTransfer(
-        teacher,
-        student,
-        mode=t["mode"],
-        layers=t["layers"],
-        heads=t["heads"],
-        impl=t["impl"],
-        average=t["average"],
-        drop_path=t["drop_path"],
-    )
-    return Loaded(model.eval(), meta, label)
+    return Loaded(rebuild(meta, student).eval(), meta, label)
 
 
 class Ensemble(nn.Module):

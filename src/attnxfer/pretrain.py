@@ -26,14 +26,15 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from . import routes as R
+from .build import build_encoder
 from .config import Config
 from .engine import Trainer, swapped_weights
 from .errors import AttnxferError
 from .export import write_model
-from .models import ModelSpec, spec_of
+from .models import spec_of
 from .report import figure, hardware, table
 from .runtime import all_reduce, autocast
-from .vit import check_supported, num_tokens
+from .vit import num_tokens
 
 log = logging.getLogger(__name__)
 
@@ -165,32 +166,6 @@ class MaskedAutoencoder(nn.Module):
             latent, mask, restore = self.encode(images, noise)
             pred = self.decode(latent, restore)
         return self.loss(images, pred, mask), pred, mask
-
-
-def build_encoder(cfg: Config) -> nn.Module:
-    s = cfg.student
-    if s.arch is None:
-        raise AttnxferError("pretrain needs student.arch, e.g. vit_tiny_patch16_224")
-    if cfg.teacher.source:
-        raise AttnxferError("pretrain starts from random weights: remove teacher.source")
-    args: dict[str, Any] = {
-        **s.model_args,
-        "drop_path_rate": s.drop_path_rate,
-        "img_size": s.model_args.get("img_size", cfg.data.img_size),
-        "num_classes": 0,
-    }
-    if s.global_pool is not None:
-        args["global_pool"] = s.global_pool
-    with torch.device("meta"):  # the kind of model, before building it with ViT arguments
-        probe = ModelSpec(s.arch, {}).create()
-    if not isinstance(probe, VisionTransformer):
-        raise AttnxferError(
-            f"student.arch={s.arch} is a {type(probe).__name__}: pretrain needs a timm "
-            "VisionTransformer (vit_*, deit_*, ...)"
-        )
-    encoder = ModelSpec(s.arch, {}).create(**args)
-    check_supported(encoder, f"student.arch {s.arch}")
-    return encoder
 
 
 class MaeTrainer(Trainer):

@@ -43,20 +43,12 @@ class Cell:
 def run_identity(config: dict[str, Any]) -> str:
     """What makes two runs the same run: the resolved configuration without ``run.output``.
 
-    Two spellings of one setting count as one: ``"all"`` and ``None`` for the transferred layers
-    and heads, and a transfer weight left unset and the mode's default weight.
+    Two spellings of one setting count as one, as ``AttentionTransfer`` reads them
+    (:func:`attnxfer.transfer.canonical_transfer`).
     """
-    from .transfer import MODES
+    from .transfer import canonical_transfer
 
-    transfer = dict(config["transfer"])
-    for key in ("layers", "heads"):
-        if transfer[key] == "all":
-            transfer[key] = None
-    mode = MODES.get(transfer["mode"])
-    if transfer["weight"] is None and mode is not None:
-        transfer["weight"] = mode.default_weight
-    if transfer["weight"] is not None:
-        transfer["weight"] = float(transfer["weight"])
+    transfer = canonical_transfer(config["transfer"])
     run = {k: v for k, v in config["run"].items() if k != "output"}
     return json.dumps({**config, "transfer": transfer, "run": run}, sort_keys=True)
 

@@ -40,6 +40,7 @@ import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from timm.layers import DropPath
@@ -125,6 +126,30 @@ AVERAGES = ("examples", "queries", "heads")
 DROP_PATH = ("shared", "student")
 
 
+def mode_of(name: str) -> Mode:
+    """The :class:`Mode` of a mode name; the one place an unknown name is refused."""
+    mode = MODES.get(name)
+    if mode is None:
+        raise AttnxferError(f"unknown mode {name!r}: choose one of {', '.join(MODES)}")
+    return mode
+
+
+def canonical_transfer(transfer: dict[str, Any]) -> dict[str, Any]:
+    """A transfer section with each setting in one spelling, as :class:`AttentionTransfer`
+    reads it: ``"all"`` layers or heads are ``None`` (every one), an unset weight is the mode's
+    default. Two runs whose canonical sections are equal transfer the same way."""
+    out = dict(transfer)
+    for key in ("layers", "heads"):
+        if out.get(key) == "all":
+            out[key] = None
+    mode = MODES.get(out.get("mode"))
+    if out.get("weight") is None and mode is not None:
+        out["weight"] = mode.default_weight
+    if out.get("weight") is not None:
+        out["weight"] = float(out["weight"])
+    return out
+
+
 class AttentionTransfer(nn.Module):
     """A student that takes its attention from a frozen teacher (see the module docstring).
 
@@ -162,9 +187,7 @@ class AttentionTransfer(nn.Module):
         drop_path: str = "shared",
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise AttnxferError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
-        self.mode = m = MODES[mode]
+        self.mode = m = mode_of(mode)
         self.student = student
         s_blocks = blocks(student, "student")
         if any(isinstance(b.attn, R.StudentRoute) for b in s_blocks):

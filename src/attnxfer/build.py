@@ -1,0 +1,114 @@
+"""From a configuration to models: the one place where the ``teacher``, ``student`` and
+``transfer`` sections become a frozen teacher, a student and their ``AttentionTransfer``.
+
+Training (:mod:`attnxfer.engine`), pre-training (:mod:`attnxfer.pretrain`), evaluation and export
+(:mod:`attnxfer.inference`, :mod:`attnxfer.export`) all build through here, so a model is made
+the same way wherever it is made. A checkpoint records what it needs to build its model again:
+the student's :class:`~attnxfer.models.ModelSpec` and, for copy modes, :func:`teacher_record`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from .config import Config, StudentConfig, TeacherConfig
+from .errors import AttnxferError
+from .models import ModelSpec, build_student, build_teacher
+from .transfer import AttentionTransfer, mode_of
+from .vit import check_supported
+
+
+def teacher_record(t: TeacherConfig) -> dict[str, Any]:
+    """What a checkpoint keeps to load the teacher again (copy students need it to run)."""
+    return {
+        "source": t.source,
+        "arch": t.arch,
+        "model_args": t.model_args,
+        "checkpoint_key": t.checkpoint_key,
+    }
+
+
+def teacher_from(record: dict[str, Any], img_size: int) -> nn.Module:
+    """The frozen teacher of a :func:`teacher_record` (or a ``teacher`` config section as a
+    dict), built for ``img_size`` inputs."""
+    return build_teacher(
+        record["source"],
+        arch=record["arch"],
+        model_args=record["model_args"],
+        img_size=img_size,
+        checkpoint_key=record["checkpoint_key"],
+    )
+
+
+def _student_args(s: StudentConfig) -> dict[str, Any]:
+    args: dict[str, Any] = {**s.model_args, "drop_path_rate": s.drop_path_rate}
+    if s.global_pool is not None:
+        args["global_pool"] = s.global_pool
+    return args
+
+
+def transfer_args(transfer: dict[str, Any]) -> dict[str, Any]:
+    """``AttentionTransfer``'s keyword arguments from a ``transfer`` section (as a dict)."""
+    keys = ("mode", "layers", "heads", "weight", "impl", "average", "drop_path")
+    return {k: transfer[k] for k in keys}
+
+
+def build_model(cfg: Config, num_classes: int) -> tuple[AttentionTransfer, dict | None]:
+    """Teacher (when the mode needs one), student and their ``AttentionTransfer``, and the
+    teacher's pretrained config (its input normalisation), if there is a teacher."""
+    mode = mode_of(cfg.transfer.mode)
+    needs_teacher = mode.teacher_in_training or mode.init_from_teacher
+    if needs_teacher and not cfg.teacher.source:
+        raise AttnxferError(f"mode {mode.name!r} needs teacher.source (a timm name or a file)")
+    s = cfg.student
+    args = _student_args(s)
+    teacher = None
+    if cfg.teacher.source:
+        teacher = teacher_from(teacher_record(cfg.teacher), cfg.data.img_size)
+        student = build_student(teacher, num_classes, arch=s.arch, **args)
+    else:
+        if s.arch is None:
+            raise AttnxferError("without a teacher, set student.arch (e.g. vit_tiny_patch16_224)")
+        args.setdefault("img_size", cfg.data.img_size)
+        student = ModelSpec(s.arch, {}).create(num_classes=num_classes, **args)
+    model = AttentionTransfer(
+        teacher if needs_teacher else None, student, **transfer_args(vars(cfg.transfer))
+    )
+    return model, getattr(teacher, "pretrained_cfg", None)
+
+
+def rebuild(meta: dict[str, Any], student: nn.Module) -> nn.Module:
+    """A trained ``student`` as it runs at inference: alone, or, for copy modes, inside its
+    ``AttentionTransfer`` with the teacher recorded in the checkpoint's ``meta``."""
+    record = meta.get("needs_teacher")
+    if record is None:
+        return student
+    teacher = teacher_from(record, meta["config"]["data"]["img_size"])
+    transfer = {**meta["config"]["transfer"], "weight": None}  # no loss at inference
+    return AttentionTransfer(teacher, student, **transfer_args(transfer))
+
+
+def build_encoder(cfg: Config) -> nn.Module:
+    """The randomly initialised ViT encoder that ``attnxfer pretrain`` trains (``student.arch``
+    without a head)."""
+    s = cfg.student
+    if s.arch is None:
+        raise AttnxferError("pretrain needs student.arch, e.g. vit_tiny_patch16_224")
+    if cfg.teacher.source:
+        raise AttnxferError("pretrain starts from random weights: remove teacher.source")
+    args = {**_student_args(s), "img_size": s.model_args.get("img_size", cfg.data.img_size)}
+    args["num_classes"] = 0
+    with torch.device("meta"):  # the kind of model, before building it with ViT arguments
+        probe = ModelSpec(s.arch, {}).create()
+    if not isinstance(probe, VisionTransformer):
+        raise AttnxferError(
+            f"student.arch={s.arch} is a {type(probe).__name__}: pretrain needs a timm "
+            "VisionTransformer (vit_*, deit_*, ...)"
+        )
+    encoder = ModelSpec(s.arch, {}).create(**args)
+    check_supported(encoder, f"student.arch {s.arch}")
+    return encoder
