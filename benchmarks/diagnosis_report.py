@@ -19,7 +19,8 @@ ORDER = ("baseline", "finetune", "supervised", "weight", "layers", "pretraining"
 
 def _teacher(row: dict, result: dict) -> str:
     """``supervised``, or ``mae`` with its pre-training epochs when its model.json tells them
-    (``mae 10ep``): every MAE teacher has its own fine-tune row, all share the scratch row."""
+    (``mae 10ep``; ``mae 27/200ep`` for a snapshot of a longer run): every MAE teacher has its
+    own fine-tune row, all share the scratch row."""
     source = row.get("teacher.source") or next(
         (f.split("=", 1)[1] for f in result["fixed"] if f.startswith("teacher.source=")), ""
     )
@@ -30,7 +31,10 @@ def _teacher(row: dict, result: dict) -> str:
     card = Path(source).with_suffix(".json")
     card = card if card.is_file() else Path(source).parent / "model.json"
     if card.is_file():
-        epochs = json.loads(card.read_text()).get("pretrain", {}).get("epochs")
+        made = json.loads(card.read_text()).get("pretrain", {})
+        epochs, schedule = made.get("epochs"), made.get("of_epochs")
+        if epochs is not None and schedule not in (None, epochs):
+            return f"mae {epochs}/{schedule}ep"  # a snapshot taken during a longer schedule
         if epochs is not None:
             return f"mae {epochs}ep"
     return "mae"

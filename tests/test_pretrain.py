@@ -136,7 +136,8 @@ def test_mae_pretrain_writes_a_teacher_that_transfers(tmp_path, capsys):
         torch.testing.assert_close(exported[k], v, rtol=0, atol=0)
     assert cli("export", str(first), str(tmp_path / "first")) == 0
     early = json.loads((tmp_path / "first" / "model.json").read_text())
-    assert early["pretrain"]["epochs"] == 1 and early["args"] == card["args"]
+    assert early["pretrain"]["epochs"] == 1 and early["pretrain"]["of_epochs"] == 2
+    assert early["args"] == card["args"]
     build_teacher(str(tmp_path / "first" / "model.safetensors"))
     student = tmp_path / "student"
     assert (

@@ -99,6 +99,7 @@ def _export_encoder(ckpt: Path, meta: dict, out_dir: str | Path, weights: str) -
             "weights": weights,
             "checkpoint": str(ckpt),
             "epochs": progress["epoch"],
+            "of_epochs": meta["config"]["optim"]["epochs"],  # the run's whole schedule
             "steps": progress["step"],
         },
     }
