@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from attnxfer import build_teacher
 from attnxfer.checkpoint import list_checkpoints
 from attnxfer.config import load_config
+from attnxfer.engine import Trainer
 from attnxfer.errors import AttnxferError
 from attnxfer.inference import load_trained
-from attnxfer.pretrain import MaeTrainer, MaskedAutoencoder, patchify, pretrain
+from attnxfer.pretrain import MaeTask, MaskedAutoencoder, patchify, pretrain
 
 
 def _encoder(**kw):
@@ -171,7 +172,7 @@ def test_mae_resume_is_exact(tmp_path):
     full = load_config([], [*args, f"run.output={tmp_path / 'a'}"])
     pretrain(full)
     cut = load_config([], [*args, f"run.output={tmp_path / 'b'}"])
-    trainer = MaeTrainer(cut)
+    trainer = Trainer(cut, task=MaeTask())
     trainer.train_one_epoch()
     trainer.progress.epoch, trainer.progress.batch_in_epoch = 1, 0  # as fit() does
     trainer.save()

@@ -142,11 +142,71 @@ class Progress:
     skipped_images: int = 0  # unreadable images dropped (data.bad_images=skip)
 
 
-class Trainer:
-    """Everything one training run holds; ``fit()`` runs it to the end."""
+class Task:
+    """What a run trains, as the :class:`Trainer` sees it. The trainer owns data, optimiser,
+    schedule, EMA, precision, DDP, checkpoints and logs; a task says what model to build, which
+    losses one micro-batch gives, how to validate, and what a checkpoint records about it.
+    """
 
-    def __init__(self, cfg: Config, resume: str | None = None) -> None:
+    def build(self, cfg: Config, num_classes: int) -> tuple[nn.Module, nn.Module, dict | None]:
+        """(module called on images, module trained, the teacher's pretrained config or None)."""
+        raise NotImplementedError
+
+    def losses(
+        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, criterion: nn.Module
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Named float32 losses of one micro-batch (their sum is optimised) and the logits, if
+        the task has any (for the running training accuracy)."""
+        raise NotImplementedError
+
+    def validate(self, trainer: Trainer) -> dict[str, float]:
+        """Validation metrics of ``trainer.model`` as its weights are now (the trainer runs it
+        again with the EMA weights)."""
+        raise NotImplementedError
+
+    def meta(self, trainer: Trainer) -> dict[str, Any]:
+        """What a checkpoint records to rebuild and describe the model."""
+        raise NotImplementedError
+
+
+class Classification(Task):
+    """A classifier trained by one of the modes of ``AttentionTransfer`` (scratch, fine-tune,
+    copy, distillation, ...): cross-entropy plus the transfer loss."""
+
+    def build(self, cfg: Config, num_classes: int) -> tuple[nn.Module, nn.Module, dict | None]:
+        model, pretrained_cfg = build_model(cfg, num_classes)
+        return model, model.student, pretrained_cfg
+
+    def losses(self, model, images, targets, criterion):
+        out = model(images)
+        task = criterion(out.logits.float(), targets)
+        return {"task": task, "transfer": out.transfer_loss.float()}, out.logits
+
+    def validate(self, trainer: Trainer) -> dict[str, float]:
+        return evaluate(trainer.model, trainer.val_loader, trainer.d, trainer.cfg.run.amp)
+
+    def meta(self, trainer: Trainer) -> dict[str, Any]:
+        mode = trainer.model.mode
+        # copy modes cannot run without their teacher
+        teacher = teacher_record(trainer.cfg.teacher) if mode.teacher_at_inference else None
+        return {
+            "config": trainer.cfg.to_dict(),
+            "student_spec": spec_of(trainer.model.student).to_json(),
+            "classes": trainer.classes,
+            "mean": list(trainer.mean),
+            "std": list(trainer.std),
+            "needs_teacher": teacher,
+            "transfer": trainer.model.describe(),
+        }
+
+
+class Trainer:
+    """Everything one training run holds; ``fit()`` runs it to the end. ``task`` (default
+    :class:`Classification`) says what is trained."""
+
+    def __init__(self, cfg: Config, resume: str | None = None, task: Task | None = None) -> None:
         self.cfg = cfg
+        self.task = task or Classification()
         self.run_dir = Path(cfg.run.output)
         self.d = setup_distributed(cfg.run.device)
         ckpt = self._find_checkpoint(resume)  # checks only: nothing is written before the
@@ -160,7 +220,7 @@ class Trainer:
         val_raw = raw_dataset(cfg.data, cfg.data.val_split, getattr(train_raw, "classes", None))
         self.classes = list(getattr(train_raw, "classes", []))
         train_raw = training_subset(train_raw, cfg.data.train_subset)
-        model, trained, pretrained_cfg = self.build_model(len(self.classes))
+        model, trained, pretrained_cfg = self.task.build(cfg, len(self.classes))
         self.model = model.to(self.d.device)
         self.trained = trained  # the module that is optimised, averaged (EMA) and saved
         mean, std = normalisation(cfg.data, pretrained_cfg)
@@ -243,11 +303,6 @@ class Trainer:
             _tensorboard_writer(self.run_dir / "tensorboard") if self.d.main else None
         )
 
-    def build_model(self, num_classes: int) -> tuple[nn.Module, nn.Module, dict | None]:
-        """(module called on images, module trained, teacher's pretrained config)."""
-        model, pretrained_cfg = build_model(self.cfg, num_classes)
-        return model, model.student, pretrained_cfg
-
     # -- run directory ----------------------------------------------------------------------
 
     def _find_checkpoint(self, resume: str | None) -> Path | None:
@@ -288,19 +343,7 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def _meta(self) -> dict[str, Any]:
-        mode = self.model.mode
-        # copy modes cannot run without their teacher
-        teacher = teacher_record(self.cfg.teacher) if mode.teacher_at_inference else None
-        return {
-            "config": self.cfg.to_dict(),
-            "student_spec": spec_of(self.model.student).to_json(),
-            "classes": self.classes,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "needs_teacher": teacher,
-            "transfer": self.model.describe(),
-            "progress": vars(self.progress),
-        }
+        return {**self.task.meta(self), "progress": vars(self.progress)}
 
     def save(self) -> Path | None:
         if not self.d.main:
@@ -406,13 +449,10 @@ class Trainer:
         return summary
 
     def evaluate_all(self) -> dict[str, float]:
-        out = {
-            f"val_{k}": v
-            for k, v in evaluate(self.model, self.val_loader, self.d, self.cfg.run.amp).items()
-        }
+        out = {f"val_{k}": v for k, v in self.task.validate(self).items()}
         if self.ema is not None:
             with swapped_weights(self.trained, self.ema.module.state_dict()):
-                ema = evaluate(self.model, self.val_loader, self.d, self.cfg.run.amp)
+                ema = self.task.validate(self)
             out.update({f"ema_{k}": v for k, v in ema.items()})
         return out
 
@@ -450,9 +490,10 @@ class Trainer:
                 lr = max(g["lr"] for g in self.optimizer.param_groups)
                 record = {"epoch": p.epoch, "step": p.step, "lr": lr, "img_per_s": rate, **losses}
                 self._log(record)
+                parts = {k: f"{v:.3f}" for k, v in losses.items() if k not in ("loss", "acc")}
                 bar.set_postfix(
                     loss=f"{losses['loss']:.3f}",
-                    xfer=f"{losses['transfer']:.3f}",
+                    **parts,
                     acc=losses.get("acc", "-"),
                     lr=f"{lr:.2e}",
                     ips=f"{rate:.0f}",
@@ -464,7 +505,8 @@ class Trainer:
     def _accumulate(self, batches, accum: int) -> dict[str, Any]:
         """Forward and backward ``accum`` micro-batches; gradients sync on the last one."""
         cfg, d, p = self.cfg, self.d, self.progress
-        sums = {"loss": 0.0, "task": 0.0, "transfer": 0.0, "correct": 0.0, "scored": 0, "images": 0}
+        sums: dict[str, float] = {"loss": 0.0}
+        correct, scored, images_seen = 0.0, 0, 0
         nonfinite = False
         for micro in range(accum):
             batch = next(batches)
@@ -480,40 +522,32 @@ class Trainer:
             sync = micro == accum - 1 or d.world == 1
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with ctx, autocast(d.device, cfg.run.amp):
-                task, transfer, logits = self.losses(images, targets)
-                loss = task + transfer
+                parts, logits = self.task.losses(self.step_model, images, targets, self.criterion)
+                loss = sum(parts.values())
             flags = all_reduce([float(not torch.isfinite(loss))], d)
             if flags[0]:
                 nonfinite = True
-                self._nonfinite(task, transfer)
+                self._nonfinite(parts)
                 break
             self.scaler.scale(loss / accum).backward()
             sums["loss"] += loss.item() / accum
-            sums["task"] += task.item() / accum
-            sums["transfer"] += transfer.item() / accum
-            sums["images"] += images.shape[0]
+            for name, part in parts.items():
+                sums[name] = sums.get(name, 0.0) + part.item() / accum
+            images_seen += images.shape[0]
             if self.mixup is None and logits is not None:
-                sums["correct"] += (logits.argmax(-1) == hard).float().sum().item()
-                sums["scored"] += images.shape[0]
+                correct += (logits.argmax(-1) == hard).float().sum().item()
+                scored += images.shape[0]
         if nonfinite:
             self.optimizer.zero_grad(set_to_none=True)
-        result: dict[str, Any] = {k: sums[k] for k in ("loss", "task", "transfer", "images")}
-        if sums["scored"]:
-            result["acc"] = round(100 * sums["correct"] / sums["scored"], 2)
+        result: dict[str, Any] = {**sums, "images": images_seen}
+        if scored:
+            result["acc"] = round(100 * correct / scored, 2)
         result["nonfinite"] = nonfinite
         return result
 
-    def losses(
-        self, images: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(task loss, transfer loss, logits or None) of one micro-batch, float32 losses."""
-        out = self.step_model(images)
-        task = self.criterion(out.logits.float(), targets)
-        return task, out.transfer_loss.float(), out.logits
-
-    def _nonfinite(self, task: torch.Tensor, transfer: torch.Tensor) -> None:
+    def _nonfinite(self, parts: dict[str, torch.Tensor]) -> None:
         p, cfg = self.progress, self.cfg
-        what = f"task loss {task.item():.4g}, transfer loss {transfer.item():.4g}"
+        what = ", ".join(f"{name} loss {part.item():.4g}" for name, part in parts.items())
         if cfg.run.nonfinite == "skip" and p.skipped_steps < cfg.run.max_skipped_steps:
             p.skipped_steps += 1
             log.warning(

@@ -28,7 +28,7 @@ from torch import nn
 from . import routes as R
 from .build import build_encoder
 from .config import Config
-from .engine import Trainer, swapped_weights
+from .engine import Task, Trainer
 from .errors import AttnxferError
 from .export import write_model
 from .models import spec_of
@@ -168,71 +168,66 @@ class MaskedAutoencoder(nn.Module):
         return self.loss(images, pred, mask), pred, mask
 
 
-class MaeTrainer(Trainer):
-    """The engine's ``Trainer`` with the MAE model, loss, validation and teacher export."""
+class MaeTask(Task):
+    """MAE pre-training as a :class:`~attnxfer.engine.Task`: the masked autoencoder, its
+    reconstruction loss, its validation loss under fixed masks, and the encoder's spec in the
+    checkpoint."""
 
-    def build_model(self, num_classes: int) -> tuple[nn.Module, nn.Module, dict | None]:
-        p = self.cfg.pretrain
-        if self.cfg.data.mixup or self.cfg.data.cutmix:
+    def build(self, cfg: Config, num_classes: int) -> tuple[nn.Module, nn.Module, dict | None]:
+        p = cfg.pretrain
+        if cfg.data.mixup or cfg.data.cutmix:
             raise AttnxferError("MAE pre-training uses no labels: set data.mixup=0 data.cutmix=0")
         mae = MaskedAutoencoder(
-            build_encoder(self.cfg),
+            build_encoder(cfg),
             mask_ratio=p.mask_ratio,
             norm_pix_loss=p.norm_pix_loss,
             decoder_dim=p.decoder_dim,
             decoder_depth=p.decoder_depth,
             decoder_heads=p.decoder_heads,
-            impl=self.cfg.transfer.impl or "auto",
+            impl=cfg.transfer.impl or "auto",
         )
         return mae, mae, None
 
-    def losses(self, images: torch.Tensor, targets: torch.Tensor):
-        loss, _, _ = self.step_model(images)
-        return loss.float(), torch.zeros((), device=images.device), None
+    def losses(self, model, images, targets, criterion):
+        loss, _, _ = model(images)
+        return {"recon": loss.float()}, None
 
     @torch.no_grad()
-    def _val_loss(self) -> float:
+    def validate(self, trainer: Trainer) -> dict[str, float]:
         """Reconstruction loss on the validation images under fixed masks (seed 0)."""
-        self.model.eval()
-        gen = torch.Generator(device=self.d.device).manual_seed(0)
-        n = self.model.encoder.patch_embed.num_patches
+        model, d = trainer.model, trainer.d
+        model.eval()
+        gen = torch.Generator(device=d.device).manual_seed(0)
+        n = model.encoder.patch_embed.num_patches
         total, count = 0.0, 0
-        for batch in self.val_loader:
-            images = batch.images.to(self.d.device)
-            noise = torch.rand(images.shape[0], n, device=self.d.device, generator=gen)
-            with autocast(self.d.device, self.cfg.run.amp):
-                loss, _, _ = self.model(images, noise)
+        for batch in trainer.val_loader:
+            images = batch.images.to(d.device)
+            noise = torch.rand(images.shape[0], n, device=d.device, generator=gen)
+            with autocast(d.device, trainer.cfg.run.amp):
+                loss, _, _ = model(images, noise)
             total += loss.item() * images.shape[0]
             count += images.shape[0]
-        total, count = all_reduce([total, count], self.d)
-        return total / max(count, 1)
+        total, count = all_reduce([total, count], d)
+        return {"recon_loss": total / max(count, 1)}
 
-    def evaluate_all(self) -> dict[str, float]:
-        out = {"val_recon_loss": self._val_loss()}
-        if self.ema is not None:
-            with swapped_weights(self.trained, self.ema.module.state_dict()):
-                out["ema_recon_loss"] = self._val_loss()
-        return out
-
-    def _meta(self) -> dict[str, Any]:
+    def meta(self, trainer: Trainer) -> dict[str, Any]:
         return {
-            "config": self.cfg.to_dict(),
+            "config": trainer.cfg.to_dict(),
             "task": "mae",
-            "encoder_spec": spec_of(self.model.encoder).to_json(),
-            "classes": self.classes,
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "encoder_spec": spec_of(trainer.model.encoder).to_json(),
+            "classes": trainer.classes,
+            "mean": list(trainer.mean),
+            "std": list(trainer.std),
             "needs_teacher": None,
-            "progress": vars(self.progress),
         }
 
-    def encoder_state(self, weights: str = "raw") -> dict[str, torch.Tensor]:
-        source = self.trained if weights == "raw" else self.ema.module
-        return {
-            k[len("encoder.") :]: v
-            for k, v in source.state_dict().items()
-            if k.startswith("encoder.")
-        }
+
+def encoder_state(trainer: Trainer, weights: str = "raw") -> dict[str, torch.Tensor]:
+    """The encoder's weights (raw or EMA) of an MAE run, under timm's own keys."""
+    source = trainer.trained if weights == "raw" else trainer.ema.module
+    return {
+        k[len("encoder.") :]: v for k, v in source.state_dict().items() if k.startswith("encoder.")
+    }
 
 
 def plot_losses(run_dir: Path, path: Path) -> None:
@@ -371,14 +366,14 @@ def pretrain(cfg: Config, resume: str | None = None) -> dict[str, Any]:
         cfg.transfer.mode = "scratch"
         trainer: Trainer = Trainer(cfg, resume)
     else:
-        trainer = MaeTrainer(cfg, resume)
+        trainer = Trainer(cfg, resume, task=MaeTask())
     try:
         summary = trainer.fit()
         if trainer.d.main:
             weights = "ema" if trainer.ema is not None else "raw"
             if method == "mae":
                 model = trainer.model.encoder
-                state = trainer.encoder_state(weights)
+                state = encoder_state(trainer, weights)
             else:
                 model = trainer.trained
                 source = trainer.trained if weights == "raw" else trainer.ema.module
