@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from . import functional as AF
 from . import routes as R
 from . import vit
 from .errors import AttnxferError
-from .report import table
+from .report import table, write_results
 
 PAIRINGS = ("index", "hungarian", "best", "averaged")
 
@@ -204,3 +205,8 @@ def count_markdown(rows: list[dict[str, Any]]) -> str:
         ratio = f"{r['maps_over_q_and_k']:.1f}"
         cells.append([r["arch"], r["img_size"], r["tokens"], shape, *sizes, ratio])
     return "\n".join(table(head, cells))
+
+
+def write_count(rows: list[dict[str, Any]], out: Path) -> None:
+    """``out/count.json`` and ``out/count.md`` of :func:`count_table`'s rows."""
+    write_results(out, "count", rows, lambda r: count_markdown(r) + "\n")

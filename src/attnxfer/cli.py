@@ -1,6 +1,9 @@
-"""The ``attnxfer`` command: ``train``, ``eval``, ``export``.
+"""The ``attnxfer`` command line.
 
-User errors print one line (``attnxfer: error: ...``) and exit with status 2.
+One pair of functions per command: ``add_<command>`` declares its arguments, ``run_<command>``
+calls the library and prints; :data:`COMMANDS` lists them in ``--help`` order. Adding a command
+means adding a pair here and its test. User errors print one line (``attnxfer: error: ...``)
+and exit with status 2.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import os
 import shlex
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import AttnxferError
+
+Subparsers = argparse._SubParsersAction
 
 
 def _train_epilog() -> str:
@@ -48,38 +54,100 @@ def _train_epilog() -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="attnxfer",
-        description="Attention transfer (copy / distillation) for Vision Transformers.",
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-c YAML``, ``--resume`` and ``section.key=value`` overrides (train, pretrain)."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="config file; repeat to merge several (later wins)",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        help="'auto': continue from the newest good checkpoint in run.output; or a "
+        "checkpoint directory",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="config overrides (values parsed as YAML)",
+    )
 
-    t = sub.add_parser(
+
+def _config(args: argparse.Namespace):
+    from .config import load_run_config
+
+    return load_run_config(args.config, args.overrides, args.resume)
+
+
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _ints(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AttnxferError(f"{what} {text!r} must be comma-separated integers") from None
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AttnxferError(f"{what} {text!r} must be comma-separated numbers") from None
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+def add_train(sub: Subparsers) -> None:
+    parser = sub.add_parser(
         "train",
         help="train a student (any mode)",
         epilog=_train_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _config_arguments(parser)
 
-    r = sub.add_parser(
+
+def run_train(args: argparse.Namespace) -> int:
+    from .engine import train
+
+    summary = train(_config(args), resume=args.resume)
+    if _main_process():
+        print(json.dumps(summary))
+    return 0
+
+
+# -- pretrain ---------------------------------------------------------------------------------
+
+
+def add_pretrain(sub: Subparsers) -> None:
+    parser = sub.add_parser(
         "pretrain",
         help="make a teacher: MAE or supervised pre-training of a timm ViT",
         epilog=_train_epilog().replace("attnxfer train", "attnxfer pretrain"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    r.add_argument(
+    parser.add_argument(
         "--method",
         choices=["mae", "supervised"],
         help="overrides pretrain.method (default mae); the encoder ends in RUN/teacher/",
     )
-    r.add_argument(
+    parser.add_argument(
         "--card",
         metavar="RUN",
         help="instead of training: rewrite the model card (README.md, loss.png) of the finished "
         "pre-training RUN",
     )
-    r.add_argument(
+    parser.add_argument(
         "--downstream",
         action="append",
         default=[],
@@ -87,243 +155,11 @@ def _parser() -> argparse.ArgumentParser:
         help="with --card: a finished training run that used the teacher (fine-tuning, scratch, "
         "transfer), listed with its top-1; repeatable",
     )
-    r.add_argument("--title", help="with --card: the card's name (default: the run's folder)")
-    for q in (t, r):
-        q.add_argument(
-            "-c",
-            "--config",
-            action="append",
-            default=[],
-            metavar="YAML",
-            help="config file; repeat to merge several (later wins)",
-        )
-        q.add_argument(
-            "--resume",
-            metavar="auto|PATH",
-            help="'auto': continue from the newest good checkpoint in run.output; or a "
-            "checkpoint directory",
-        )
-        q.add_argument(
-            "overrides",
-            nargs="*",
-            metavar="section.key=value",
-            help="config overrides (values parsed as YAML)",
-        )
-
-    e = sub.add_parser("eval", help="evaluate trained models and their ensemble")
-    e.add_argument(
-        "models",
-        nargs="+",
-        metavar="RUN_OR_CHECKPOINT",
-        help="run directories (newest good checkpoint) or checkpoint directories",
-    )
-    e.add_argument(
-        "--weights",
-        choices=["raw", "ema", "both"],
-        default="raw",
-        help="which weights of each model to evaluate (default raw)",
-    )
-    e.add_argument(
-        "--ensemble",
-        action="store_true",
-        help="also evaluate the average of the members' softmax outputs",
-    )
-    e.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="LABEL=NAME[:ROOT]",
-        help="an evaluation set: a dataset name (digits, imagefolder, cifar10, ...) "
-        "and its root; repeatable. Default: the first model's own validation set",
-    )
-    e.add_argument(
-        "--split",
-        help="split folder / split of each set (default: the first model's data.val_split)",
-    )
-    e.add_argument(
-        "--class-map",
-        metavar="FILE",
-        help="text file: line i is the model class index of evaluation label i "
-        "(label spaces that are a subset of the model's, as ImageNet-A/-R)",
-    )
-    e.add_argument(
-        "--reference-set",
-        metavar="LABEL",
-        help="the in-distribution set: also report each set's top-1 drop from it",
-    )
-    e.add_argument("--batch-size", type=int, default=128)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-
-    d = sub.add_parser(
-        "prepare",
-        help="unpack real data (../shared/data archives) into ImageFolder layouts in a cache",
-    )
-    d.add_argument(
-        "name", help="cifar10-jpeg, tiny-imagenet, cifar10-c, digits-shift or imagenet-sample"
-    )
-    d.add_argument("--source", default="../shared/data", help="folder of the archives")
-    d.add_argument("--cache", default="~/.cache/attnxfer", help="where the layouts go")
-
-    w = sub.add_parser(
-        "sweep",
-        help="a grid of training runs from one config (finished cells skipped), one table",
-    )
-    w.add_argument("-c", "--config", action="append", default=[], metavar="YAML")
-    w.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=V1,V2,...",
-        help="a config key and its values (separate by | when values hold commas); repeat "
-        "for a product grid",
-    )
-    w.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    w.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
-    w.add_argument("--metric", default="val_top1", help="summary key to tabulate (val_top1)")
-    w.add_argument("--title")
-    w.add_argument(
-        "--reuse",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folder of finished runs (another sweep, a reproduce table): a cell whose resolved "
-        "config equals one of them takes its result instead of training; repeatable",
-    )
-    w.add_argument("overrides", nargs="*", metavar="section.key=value")
-
-    o = sub.add_parser(
-        "reproduce",
-        help="the paper's main table at small scale on CIFAR-10 (scratch, fine-tune, copy, "
-        "distill, feature distillation, ensemble), several seeds",
-    )
-    o.add_argument("--tier", choices=["cpu", "cpu-long", "gpu"], default="cpu")
-    o.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
-    o.add_argument("--seeds", help="comma-separated seeds (default: the tier's)")
-    o.add_argument("--teacher", help="in-distribution teacher file (default: the tier's)")
-    o.add_argument(
-        "--shift",
-        action="store_true",
-        help="also the Tiny-ImageNet teacher's rows and corrupted CIFAR-10 evaluation",
-    )
-    o.add_argument("--shift-teacher", help="teacher pre-trained on other data")
-    o.add_argument("--cache", default="~/.cache/attnxfer", help="prepared data (cifar10-c)")
-    o.add_argument(
-        "--curve",
-        metavar="E1,E2,...",
-        help="instead of the table: the schedule curve (scratch, fine-tune, copy, distill and the "
-        "gap recovered) at these training lengths, in epochs of the full training set (a share "
-        "below 1 is one pass over that share), into OUT/schedule_curve.{json,md,png}",
-    )
-    o.add_argument(
-        "--reuse",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="with --curve: folder of finished runs (e.g. the tier's table); identical runs are "
-        "taken instead of trained; repeatable",
-    )
-    o.add_argument("overrides", nargs="*", metavar="section.key=value")
-
-    a = sub.add_parser("analyze", help="attention analyses: similarity, maps, count")
-    asub = a.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
-    models_help = (
-        "run/checkpoint directories, teacher sources (file, hf-hub: id, timm name) or "
-        "random:SOURCE; LABEL=SOURCE names a column"
-    )
-    s_ = asub.add_parser(
-        "similarity", help="JS divergence of models' attention maps to a reference, per layer"
-    )
-    s_.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
-    s_.add_argument("--reference", required=True, metavar="MODEL")
-    s_.add_argument(
-        "--pairing",
-        default="index,hungarian,best,averaged",
-        help="head pairings, comma-separated (index, hungarian, best, averaged)",
-    )
-    m_ = asub.add_parser("maps", help="attention of query tokens over images, model by model")
-    m_.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
-    m_.add_argument("--layers", help="comma-separated layer indices (default all)")
-    m_.add_argument("--queries", help="comma-separated patch indices (default the centre patch)")
-    for q in (s_, m_):
-        q.add_argument(
-            "--data",
-            required=True,
-            help="digits, NAME:ROOT (imagefolder:/path/to/folder holding SPLIT/<class>/)",
-        )
-        q.add_argument("--split", help="split / sub-folder (default val, or test)")
-        q.add_argument("--images", type=int, default=None, help="how many images")
-        q.add_argument("--img-size", type=int, help="input size (default the first model's)")
-        q.add_argument("--out", required=True, help="output folder")
-    c_ = asub.add_parser(
-        "count", help="numbers per image moved by each kind of transfer (Q, Q+K, maps)"
-    )
-    c_.add_argument(
-        "--models",
-        default="vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224,"
-        "vit_large_patch16_224,vit_huge_patch14_224",
-    )
-    c_.add_argument("--sizes", default="224,384,512,1024")
-    c_.add_argument("--out", help="also write count.md and count.json here")
-
-    x = sub.add_parser(
-        "export",
-        help="write a trained student as a plain timm checkpoint, or the encoder of an MAE "
-        "pre-training checkpoint (any epoch) as a teacher",
-    )
-    x.add_argument("model", metavar="RUN_OR_CHECKPOINT")
-    x.add_argument("out", metavar="OUT_DIR", help="new folder for model.safetensors + model.json")
-    x.add_argument("--weights", choices=["raw", "ema"], default="raw")
-    m = sub.add_parser(
-        "demo",
-        help="teacher + scratch/copy/distill students on small data, "
-        "a table and an attention figure (minutes on a CPU)",
-    )
-    m.add_argument(
-        "--data",
-        default="digits",
-        help="'digits' (offline, default), an ImageFolder folder (train/, val/), or "
-        "NAME:ROOT of a torchvision set, e.g. cifar10:/data/cifar10",
-    )
-    m.add_argument("--out", help="new folder for the runs (default runs/demo-N)")
-    m.add_argument("--teacher-epochs", type=int, default=20)
-    m.add_argument("--student-epochs", type=int, default=8)
-    m.add_argument("--seed", type=int, default=0)
-    return p
+    parser.add_argument("--title", help="with --card: the card's name (default: the run's folder)")
+    _config_arguments(parser)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    run_demo(args.data, args.out, args.teacher_epochs, args.student_epochs, args.seed)
-    return 0
-
-
-def _config(args: argparse.Namespace):
-    from .config import load_config
-
-    configs = list(args.config)
-    if args.resume and not configs:
-        # continue with the run's own resolved config, unless other files are given
-        output = next(
-            (o.split("=", 1)[1] for o in args.overrides if o.startswith("run.output=")), None
-        )
-        if output and (Path(output) / "config.yaml").is_file():
-            configs = [str(Path(output) / "config.yaml")]
-    return load_config(configs, args.overrides)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from .engine import train
-
-    summary = train(_config(args), resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary))
-    return 0
-
-
-def _pretrain(args: argparse.Namespace) -> int:
+def run_pretrain(args: argparse.Namespace) -> int:
     from .pretrain import pretrain, write_card
 
     if args.card:
@@ -342,13 +178,64 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.method:
         cfg.pretrain.method = args.method
     summary = pretrain(cfg, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _main_process():
         print(json.dumps(summary))
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from .inference import evaluate_models, parse_set, read_class_map
+# -- eval -------------------------------------------------------------------------------------
+
+
+def add_eval(sub: Subparsers) -> None:
+    parser = sub.add_parser("eval", help="evaluate trained models and their ensemble")
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="RUN_OR_CHECKPOINT",
+        help="run directories (newest good checkpoint) or checkpoint directories",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=["raw", "ema", "both"],
+        default="raw",
+        help="which weights of each model to evaluate (default raw)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also evaluate the average of the members' softmax outputs",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="LABEL=NAME[:ROOT]",
+        help="an evaluation set: a dataset name (digits, imagefolder, cifar10, ...) "
+        "and its root; repeatable. Default: the first model's own validation set",
+    )
+    parser.add_argument(
+        "--split",
+        help="split folder / split of each set (default: the first model's data.val_split)",
+    )
+    parser.add_argument(
+        "--class-map",
+        metavar="FILE",
+        help="text file: line i is the model class index of evaluation label i "
+        "(label spaces that are a subset of the model's, as ImageNet-A/-R)",
+    )
+    parser.add_argument(
+        "--reference-set",
+        metavar="LABEL",
+        help="the in-distribution set: also report each set's top-1 drop from it",
+    )
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .inference import evaluate_models, parse_set, read_class_map, results_text, with_drops
     from .runtime import setup_distributed
 
     if args.ensemble and len(args.models) * (2 if args.weights == "both" else 1) < 2:
@@ -369,32 +256,93 @@ def _eval(args: argparse.Namespace) -> int:
         d=d,
     )
     if ref is not None:
-        for per_set in results.values():
-            for r in per_set.values():
-                r["drop"] = per_set[ref]["top1"] - r["top1"]
+        with_drops(results, ref)
     if d.main:
-        drop = f" {'drop':>7}" if ref else ""
-        print(f"{'model':40} {'set':14} {'top1':>7} {'top5':>7} {'loss':>8} {'images':>7}{drop}")
-        for name, per_set in results.items():
-            for label, r in per_set.items():
-                extra = f" {r['drop']:7.2f}" if ref else ""
-                print(
-                    f"{name:40.40} {label:14.14} {r['top1']:7.2f} {r['top5']:7.2f} "
-                    f"{r['loss']:8.4f} {r['count']:7d}{extra}"
-                )
+        print(results_text(results, ref))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
 
 
-def _prepare(args: argparse.Namespace) -> int:
+# -- export -----------------------------------------------------------------------------------
+
+
+def add_export(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="write a trained student as a plain timm checkpoint, or the encoder of an MAE "
+        "pre-training checkpoint (any epoch) as a teacher",
+    )
+    parser.add_argument("model", metavar="RUN_OR_CHECKPOINT")
+    parser.add_argument(
+        "out", metavar="OUT_DIR", help="new folder for model.safetensors + model.json"
+    )
+    parser.add_argument("--weights", choices=["raw", "ema"], default="raw")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_student
+
+    path = export_student(args.model, args.out, args.weights)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+# -- prepare ----------------------------------------------------------------------------------
+
+
+def add_prepare(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "prepare",
+        help="unpack real data (../shared/data archives) into ImageFolder layouts in a cache",
+    )
+    parser.add_argument(
+        "name", help="cifar10-jpeg, tiny-imagenet, cifar10-c, digits-shift or imagenet-sample"
+    )
+    parser.add_argument("--source", default="../shared/data", help="folder of the archives")
+    parser.add_argument("--cache", default="~/.cache/attnxfer", help="where the layouts go")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare
 
     prepare(args.name, Path(args.source), Path(args.cache))
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
+# -- sweep ------------------------------------------------------------------------------------
+
+
+def add_sweep(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "sweep",
+        help="a grid of training runs from one config (finished cells skipped), one table",
+    )
+    parser.add_argument("-c", "--config", action="append", default=[], metavar="YAML")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a config key and its values (separate by | when values hold commas); repeat "
+        "for a product grid",
+    )
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
+    parser.add_argument("--metric", default="val_top1", help="summary key to tabulate (val_top1)")
+    parser.add_argument("--title")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder of finished runs (another sweep, a reproduce table): a cell whose resolved "
+        "config equals one of them takes its result instead of training; repeatable",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
     result = sweep(
@@ -412,7 +360,45 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0 if result["rows"] else 1
 
 
-def _reproduce(args: argparse.Namespace) -> int:
+# -- reproduce --------------------------------------------------------------------------------
+
+
+def add_reproduce(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "reproduce",
+        help="the paper's main table at small scale on CIFAR-10 (scratch, fine-tune, copy, "
+        "distill, feature distillation, ensemble), several seeds",
+    )
+    parser.add_argument("--tier", choices=["cpu", "cpu-long", "gpu"], default="cpu")
+    parser.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the tier's)")
+    parser.add_argument("--teacher", help="in-distribution teacher file (default: the tier's)")
+    parser.add_argument(
+        "--shift",
+        action="store_true",
+        help="also the Tiny-ImageNet teacher's rows and corrupted CIFAR-10 evaluation",
+    )
+    parser.add_argument("--shift-teacher", help="teacher pre-trained on other data")
+    parser.add_argument("--cache", default="~/.cache/attnxfer", help="prepared data (cifar10-c)")
+    parser.add_argument(
+        "--curve",
+        metavar="E1,E2,...",
+        help="instead of the table: the schedule curve (scratch, fine-tune, copy, distill and the "
+        "gap recovered) at these training lengths, in epochs of the full training set (a share "
+        "below 1 is one pass over that share), into OUT/schedule_curve.{json,md,png}",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --curve: folder of finished runs (e.g. the tier's table); identical runs are "
+        "taken instead of trained; repeatable",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce, schedule_curve
 
     if args.curve is not None:
@@ -447,35 +433,61 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise AttnxferError(f"{what} {text!r} must be comma-separated numbers") from None
+# -- analyze ----------------------------------------------------------------------------------
 
 
-def _ints(text: str | None, what: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise AttnxferError(f"{what} {text!r} must be comma-separated integers") from None
+def add_analyze(sub: Subparsers) -> None:
+    parser = sub.add_parser("analyze", help="attention analyses: similarity, maps, count")
+    analyses = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    models_help = (
+        "run/checkpoint directories, teacher sources (file, hf-hub: id, timm name) or "
+        "random:SOURCE; LABEL=SOURCE names a column"
+    )
+    similarity = analyses.add_parser(
+        "similarity", help="JS divergence of models' attention maps to a reference, per layer"
+    )
+    similarity.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
+    similarity.add_argument("--reference", required=True, metavar="MODEL")
+    similarity.add_argument(
+        "--pairing",
+        default="index,hungarian,best,averaged",
+        help="head pairings, comma-separated (index, hungarian, best, averaged)",
+    )
+    maps = analyses.add_parser("maps", help="attention of query tokens over images, model by model")
+    maps.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
+    maps.add_argument("--layers", help="comma-separated layer indices (default all)")
+    maps.add_argument("--queries", help="comma-separated patch indices (default the centre patch)")
+    for each in (similarity, maps):
+        each.add_argument(
+            "--data",
+            required=True,
+            help="digits, NAME:ROOT (imagefolder:/path/to/folder holding SPLIT/<class>/)",
+        )
+        each.add_argument("--split", help="split / sub-folder (default val, or test)")
+        each.add_argument("--images", type=int, default=None, help="how many images")
+        each.add_argument("--img-size", type=int, help="input size (default the first model's)")
+        each.add_argument("--out", required=True, help="output folder")
+    count = analyses.add_parser(
+        "count", help="numbers per image moved by each kind of transfer (Q, Q+K, maps)"
+    )
+    count.add_argument(
+        "--models",
+        default="vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224,"
+        "vit_large_patch16_224,vit_huge_patch14_224",
+    )
+    count.add_argument("--sizes", default="224,384,512,1024")
+    count.add_argument("--out", help="also write count.md and count.json here")
 
 
-def _analyze(args: argparse.Namespace) -> int:
+def run_analyze(args: argparse.Namespace) -> int:
     from . import analysis
     from . import analyze as AZ
 
     if args.analysis == "count":
         rows = analysis.count_table(args.models.split(","), _ints(args.sizes, "--sizes"))
-        table = analysis.count_markdown(rows)
-        print(table)
+        print(analysis.count_markdown(rows))
         if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "count.md").write_text(table + "\n")
-            (out / "count.json").write_text(json.dumps(rows, indent=1))
+            analysis.write_count(rows, Path(args.out))
         return 0
     if args.analysis == "similarity":
         AZ.similarity(
@@ -504,12 +516,59 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from .export import export_student
+# -- demo -------------------------------------------------------------------------------------
 
-    path = export_student(args.model, args.out, args.weights)
-    print(f"wrote {path} and {path.with_suffix('.json')}")
+
+def add_demo(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="teacher + scratch/copy/distill students on small data, "
+        "a table and an attention figure (minutes on a CPU)",
+    )
+    parser.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (offline, default), an ImageFolder folder (train/, val/), or "
+        "NAME:ROOT of a torchvision set, e.g. cifar10:/data/cifar10",
+    )
+    parser.add_argument("--out", help="new folder for the runs (default runs/demo-N)")
+    parser.add_argument("--teacher-epochs", type=int, default=20)
+    parser.add_argument("--student-epochs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo as demo
+
+    demo(args.data, args.out, args.teacher_epochs, args.student_epochs, args.seed)
     return 0
+
+
+# -- the command ------------------------------------------------------------------------------
+
+#: ``name -> (add its arguments, run it)``, in the order of ``attnxfer --help``
+COMMANDS: dict[str, tuple[Callable[[Subparsers], None], Callable[[argparse.Namespace], int]]] = {
+    "train": (add_train, run_train),
+    "pretrain": (add_pretrain, run_pretrain),
+    "eval": (add_eval, run_eval),
+    "prepare": (add_prepare, run_prepare),
+    "sweep": (add_sweep, run_sweep),
+    "reproduce": (add_reproduce, run_reproduce),
+    "analyze": (add_analyze, run_analyze),
+    "export": (add_export, run_export),
+    "demo": (add_demo, run_demo),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="attnxfer",
+        description="Attention transfer (copy / distillation) for Vision Transformers.",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return top
 
 
 def _one_line(error: BaseException) -> str:
@@ -520,27 +579,15 @@ def _one_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     args.command_line = shlex.join(["attnxfer", *(sys.argv[1:] if argv is None else argv)])
-    rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
+        level=logging.INFO if _main_process() else logging.WARNING,
         format="%(message)s",
         stream=sys.stderr,
     )
-    handlers = {
-        "train": _train,
-        "pretrain": _pretrain,
-        "prepare": _prepare,
-        "sweep": _sweep,
-        "reproduce": _reproduce,
-        "analyze": _analyze,
-        "eval": _eval,
-        "export": _export,
-        "demo": _demo,
-    }
     try:
-        return handlers[args.command](args)
+        return COMMANDS[args.command][1](args)
     except AttnxferError as e:
         print(f"attnxfer: error: {_one_line(e)}", file=sys.stderr)
         return 2

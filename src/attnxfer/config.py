@@ -277,6 +277,19 @@ def load_config(paths: list[str | Path] = (), overrides: list[str] = ()) -> Conf
     return _build(Config, data, "")
 
 
+def load_run_config(
+    paths: list[str | Path], overrides: list[str], resume: str | None = None
+) -> Config:
+    """:func:`load_config` for ``train`` and ``pretrain``: resuming with no config file given
+    continues with the run's own resolved ``config.yaml`` (found through ``run.output``)."""
+    configs = list(paths)
+    if resume and not configs:
+        output = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.output=")), None)
+        if output and (Path(output) / "config.yaml").is_file():
+            configs = [str(Path(output) / "config.yaml")]
+    return load_config(configs, overrides)
+
+
 def config_from_dict(data: dict) -> Config:
     return _build(Config, data, "")
 

@@ -140,3 +140,24 @@ def evaluate_models(
                     model, loader, d, class_subset=class_subset
                 )
     return results
+
+
+def with_drops(results: dict[str, dict[str, dict]], reference: str) -> None:
+    """Add to each result its top-1 ``drop`` from the same model's ``reference`` set."""
+    for per_set in results.values():
+        for r in per_set.values():
+            r["drop"] = per_set[reference]["top1"] - r["top1"]
+
+
+def results_text(results: dict[str, dict[str, dict]], reference: str | None = None) -> str:
+    """:func:`evaluate_models`' results as a fixed-width table, one line per model and set."""
+    drop = f" {'drop':>7}" if reference else ""
+    lines = [f"{'model':40} {'set':14} {'top1':>7} {'top5':>7} {'loss':>8} {'images':>7}{drop}"]
+    for name, per_set in results.items():
+        for label, r in per_set.items():
+            extra = f" {r['drop']:7.2f}" if reference else ""
+            lines.append(
+                f"{name:40.40} {label:14.14} {r['top1']:7.2f} {r['top5']:7.2f} "
+                f"{r['loss']:8.4f} {r['count']:7d}{extra}"
+            )
+    return "\n".join(lines)
