@@ -24,8 +24,8 @@ import torch
 from .config import config_from_dict
 from .engine import Trainer
 from .errors import AttnxferError
-from .export import export_student
 from .inference import load_trained
+from .pretrain import pretrain
 from .report import figure
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,11 @@ def run_demo(
     start = time.time()
     results: dict[str, Any] = {}
     log.info("[1/4] teacher: a tiny ViT trained on %s (%d epochs)", data, teacher_epochs)
-    summary = Trainer(
-        _config(root, "teacher", data_cfg, teacher_epochs, "scratch", None, seed)
-    ).fit()
+    teacher_cfg = _config(root, "teacher", data_cfg, teacher_epochs, "scratch", None, seed)
+    teacher_cfg.pretrain.method = "supervised"
+    summary = pretrain(teacher_cfg)  # writes RUN/teacher/model.safetensors and its card
     results["teacher"] = summary
-    teacher_file = export_student(root / "teacher", root / "teacher-export")
+    teacher_file = Path(summary["teacher"])
     for i, mode in enumerate(STUDENT_MODES, start=2):
         log.info("[%d/4] student: %s (%d epochs)", i, mode, student_epochs)
         cfg = _config(root, mode, data_cfg, student_epochs, mode, str(teacher_file), seed)
