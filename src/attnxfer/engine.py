@@ -1,4 +1,4 @@
-"""Training and evaluation: ``train(cfg)``, ``train_one_epoch``, ``evaluate``.
+"""Training: ``train(cfg)``, the :class:`Trainer` and the :class:`Task` protocol it trains.
 
 One code path for every row of the paper's tables: the mode decides what ``AttentionTransfer``
 does, everything else (data, optimiser, schedule, EMA, AMP, checkpoints, DDP) is shared.
@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -43,8 +42,9 @@ from .data import (
     training_subset,
 )
 from .errors import AttnxferError
+from .inference import evaluate
 from .models import spec_of
-from .runtime import Dist, all_reduce, autocast, setup_distributed
+from .runtime import all_reduce, autocast, setup_distributed
 
 log = logging.getLogger(__name__)
 
@@ -87,44 +87,6 @@ def build_optimization(
 
 # ---------------------------------------------------------------------------------------------
 # evaluation
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    d: Dist,
-    amp: str = "none",
-    class_subset: list[int] | None = None,
-) -> dict[str, float]:
-    """Top-1, top-5 and cross-entropy over the whole loader (all ranks together).
-
-    ``model(images)`` returns logits or a ``TransferOutput``. ``class_subset``: evaluation
-    labels ``i`` are model class ``class_subset[i]``; logits are restricted to those classes
-    before argmax (ImageNet-A / -R style label spaces).
-    """
-    model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]  # correct@1, correct@5, loss sum, count
-    subset = None if class_subset is None else torch.tensor(class_subset, device=d.device)
-    for batch in loader:
-        if batch.targets.numel() == 0:
-            continue
-        images, targets = batch.images.to(d.device), batch.targets.to(d.device)
-        with autocast(d.device, amp):
-            out = model(images)
-        logits = getattr(out, "logits", out).float()
-        if subset is not None:
-            logits = logits[:, subset]
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        sums[0] += (top[:, 0] == targets).sum().item()
-        sums[1] += (top == targets[:, None]).any(dim=1).sum().item()
-        sums[2] += F.cross_entropy(logits, targets, reduction="sum").item()
-        sums[3] += targets.numel()
-    c1, c5, loss, n = all_reduce(sums, d)
-    if n == 0:
-        raise AttnxferError("the evaluation set is empty")
-    return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "loss": loss / n, "count": int(n)}
 
 
 # ---------------------------------------------------------------------------------------------

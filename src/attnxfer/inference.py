@@ -1,4 +1,4 @@
-"""Models back from checkpoints: for evaluation, ensembles and export."""
+"""Evaluation: the accuracy loop, trained models back from checkpoints, ensembles, result tables."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from . import checkpoint as C
 from .build import rebuild
 from .errors import AttnxferError
 from .models import ModelSpec
+from .runtime import Dist, all_reduce, autocast
 
 
 @dataclass
@@ -46,6 +49,44 @@ def load_trained(path: str | Path, weights: str = "raw") -> Loaded:
     student.load_state_dict(C.load_weights_file(ckpt, name), strict=True)
     label = f"{Path(path).name}[{weights}]"
     return Loaded(rebuild(meta, student).eval(), meta, label)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    d: Dist,
+    amp: str = "none",
+    class_subset: list[int] | None = None,
+) -> dict[str, float]:
+    """Top-1, top-5 and cross-entropy over the whole loader (all ranks together).
+
+    ``model(images)`` returns logits or a ``TransferOutput``. ``class_subset``: evaluation
+    labels ``i`` are model class ``class_subset[i]``; logits are restricted to those classes
+    before argmax (ImageNet-A / -R style label spaces).
+    """
+    model.eval()
+    sums = [0.0, 0.0, 0.0, 0.0]  # correct@1, correct@5, loss sum, count
+    subset = None if class_subset is None else torch.tensor(class_subset, device=d.device)
+    for batch in loader:
+        if batch.targets.numel() == 0:
+            continue
+        images, targets = batch.images.to(d.device), batch.targets.to(d.device)
+        with autocast(d.device, amp):
+            out = model(images)
+        logits = getattr(out, "logits", out).float()
+        if subset is not None:
+            logits = logits[:, subset]
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        sums[0] += (top[:, 0] == targets).sum().item()
+        sums[1] += (top == targets[:, None]).any(dim=1).sum().item()
+        sums[2] += F.cross_entropy(logits, targets, reduction="sum").item()
+        sums[3] += targets.numel()
+    c1, c5, loss, n = all_reduce(sums, d)
+    if n == 0:
+        raise AttnxferError("the evaluation set is empty")
+    return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "loss": loss / n, "count": int(n)}
 
 
 class Ensemble(nn.Module):
@@ -99,7 +140,6 @@ def evaluate_models(
 
     from .config import DataConfig
     from .data import ResumableSampler, collate, evaluation_set, raw_dataset
-    from .engine import evaluate
     from .runtime import setup_distributed
 
     d = d or setup_distributed("auto")
