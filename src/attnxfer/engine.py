@@ -185,71 +185,10 @@ class Trainer:
         model, trained, pretrained_cfg = self.task.build(cfg, len(self.classes))
         self.model = model.to(self.d.device)
         self.trained = trained  # the module that is optimised, averaged (EMA) and saved
-        mean, std = normalisation(cfg.data, pretrained_cfg)
-        self.mean, self.std = mean, std
-        self.train_set, self.dropped_images = training_set(
-            cfg.data, train_raw, mean, std, cfg.run.seed
-        )
-        self.val_set = evaluation_set(cfg.data, val_raw, mean, std)
-        self.sampler = ResumableSampler(
-            len(self.train_set), True, cfg.run.seed, self.d.rank, self.d.world
-        )
-        b = cfg.data.batch_size
-        self.train_loader = DataLoader(
-            self.train_set,
-            batch_size=b,
-            sampler=self.sampler,
-            num_workers=cfg.data.num_workers,
-            collate_fn=collate,
-            drop_last=True,
-            # its own generator: creating an iterator must not draw from the global RNG,
-            # or a run resumed mid-epoch would diverge (augmentation is seeded per sample)
-            generator=torch.Generator().manual_seed(cfg.run.seed),
-        )
-        val_sampler = ResumableSampler(
-            len(self.val_set), False, 0, self.d.rank, self.d.world, pad=False
-        )
-        self.val_loader = DataLoader(
-            self.val_set,
-            batch_size=b,
-            sampler=val_sampler,
-            num_workers=cfg.data.num_workers,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(0),
-        )
-        self.batches_per_epoch = len(self.train_set) // self.d.world // b
-        accum = cfg.optim.accum_steps
-        if accum < 1:
-            raise AttnxferError("optim.accum_steps must be at least 1")
-        self.steps_per_epoch = self.batches_per_epoch // accum
-        if self.steps_per_epoch == 0:
-            raise AttnxferError(
-                f"the training set ({len(self.train_set)} images) is smaller than one update "
-                f"(batch {b} x accum {accum} x {self.d.world} processes): lower data.batch_size"
-            )
-        effective = b * accum * self.d.world
-        self.optimizer, self.scheduler, self.lr = build_optimization(
-            cfg, self.trained, effective, self.steps_per_epoch
-        )
-        self.ema = ModelEmaV3(trained, decay=cfg.run.ema_decay) if cfg.run.ema_decay else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.run.amp == "fp16")
-        mix = cfg.data.mixup > 0 or cfg.data.cutmix > 0
-        self.mixup = (
-            Mixup(
-                mixup_alpha=cfg.data.mixup,
-                cutmix_alpha=cfg.data.cutmix,
-                label_smoothing=cfg.data.smoothing,
-                num_classes=len(self.classes),
-            )
-            if mix
-            else None
-        )
-        if mix:
-            self.criterion: nn.Module = SoftTargetCrossEntropy()
-        elif cfg.data.smoothing > 0:
-            self.criterion = LabelSmoothingCrossEntropy(cfg.data.smoothing)
-        else:
-            self.criterion = nn.CrossEntropyLoss()
+        self.mean, self.std = normalisation(cfg.data, pretrained_cfg)
+        self._build_loaders(train_raw, val_raw)
+        self._build_optimisation()
+        self._build_objective()
         self.ddp = self._wrap_ddp()
         # what a training step calls: compiled once, on first use, when run.compile is set
         self.step_model = torch.compile(self.ddp) if cfg.run.compile else self.ddp
@@ -264,6 +203,76 @@ class Trainer:
         self.tensorboard = (
             _tensorboard_writer(self.run_dir / "tensorboard") if self.d.main else None
         )
+
+    def _build_loaders(self, train_raw: Any, val_raw: Any) -> None:
+        """Training and validation sets and loaders, and the steps an epoch holds."""
+        cfg, d, b = self.cfg, self.d, self.cfg.data.batch_size
+        self.train_set, self.dropped_images = training_set(
+            cfg.data, train_raw, self.mean, self.std, cfg.run.seed
+        )
+        self.val_set = evaluation_set(cfg.data, val_raw, self.mean, self.std)
+        self.sampler = ResumableSampler(len(self.train_set), True, cfg.run.seed, d.rank, d.world)
+        self.train_loader = DataLoader(
+            self.train_set,
+            batch_size=b,
+            sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate,
+            drop_last=True,
+            # its own generator: creating an iterator must not draw from the global RNG,
+            # or a run resumed mid-epoch would diverge (augmentation is seeded per sample)
+            generator=torch.Generator().manual_seed(cfg.run.seed),
+        )
+        val_sampler = ResumableSampler(len(self.val_set), False, 0, d.rank, d.world, pad=False)
+        self.val_loader = DataLoader(
+            self.val_set,
+            batch_size=b,
+            sampler=val_sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(0),
+        )
+        self.batches_per_epoch = len(self.train_set) // d.world // b
+        accum = cfg.optim.accum_steps
+        if accum < 1:
+            raise AttnxferError("optim.accum_steps must be at least 1")
+        self.steps_per_epoch = self.batches_per_epoch // accum
+        if self.steps_per_epoch == 0:
+            raise AttnxferError(
+                f"the training set ({len(self.train_set)} images) is smaller than one update "
+                f"(batch {b} x accum {accum} x {d.world} processes): lower data.batch_size"
+            )
+
+    def _build_optimisation(self) -> None:
+        """Optimiser, schedule, EMA and the fp16 loss scaler."""
+        cfg = self.cfg
+        effective = cfg.data.batch_size * cfg.optim.accum_steps * self.d.world
+        self.optimizer, self.scheduler, self.lr = build_optimization(
+            cfg, self.trained, effective, self.steps_per_epoch
+        )
+        self.ema = ModelEmaV3(self.trained, decay=cfg.run.ema_decay) if cfg.run.ema_decay else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.run.amp == "fp16")
+
+    def _build_objective(self) -> None:
+        """Mixup/CutMix and the classification criterion that matches them."""
+        data = self.cfg.data
+        mix = data.mixup > 0 or data.cutmix > 0
+        self.mixup = (
+            Mixup(
+                mixup_alpha=data.mixup,
+                cutmix_alpha=data.cutmix,
+                label_smoothing=data.smoothing,
+                num_classes=len(self.classes),
+            )
+            if mix
+            else None
+        )
+        if mix:
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif data.smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(data.smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
 
     # -- run directory ----------------------------------------------------------------------
 
