@@ -150,3 +150,56 @@ def test_grey_images_become_rgb():
     store = TD.decode(_Sizes([(5, 7), (5, 7)]))
     assert store.images.shape == (2, 7, 5, 3) and store.targets.tolist() == [0, 1]
     assert (store.images == 128).all() and store.dropped == 0
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1"])
+def test_every_image_mode_becomes_the_same_rgb_in_every_path(tmp_path, mode):
+    """A file of each mode read by the image-folder set, decoded by the tensor pipeline and
+    wrapped as a torchvision set gives one RGB picture: grey repeated, 16 bits scaled."""
+    from attnxfer.data import ImageFolderDataset, RGBImages
+
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    if mode == "I;16":
+        image = Image.fromarray(grey.astype(np.uint16) * 257)  # 16-bit grey, same levels
+    else:
+        image = Image.fromarray(grey).convert(mode if mode != "1" else "L")
+        if mode == "1":
+            image = image.point(lambda v: 255 if v >= 128 else 0).convert("1")
+            grey = np.where(grey >= 128, 255, 0).astype(np.uint8)
+    folder = tmp_path / "train" / "a"
+    folder.mkdir(parents=True)
+    suffix = ".tif" if mode == "CMYK" else ".png"  # PNG has no CMYK
+    image.save(folder / f"x{suffix}")
+    read, _ = ImageFolderDataset(tmp_path / "train", None, "fail")[0]
+    wrapped, _ = RGBImages([(image, 0)])[0]
+    decoded = TD.decode(ImageFolderDataset(tmp_path / "train", None, "fail")).images[0].numpy()
+    for pixels in (np.asarray(read), np.asarray(wrapped), decoded):
+        assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
+        if mode not in ("CMYK", "P"):  # CMYK's conversion and palettes round the levels
+            np.testing.assert_array_equal(pixels, np.repeat(grey[..., None], 3, axis=2))
+    np.testing.assert_array_equal(np.asarray(read), decoded)
+
+
+def _idx(path, array: np.ndarray) -> None:
+    """An MNIST-style idx file: magic (0, 0, type 8 = ubyte, dims), sizes, then the bytes."""
+    head = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(head + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
+)
+@pytest.mark.parametrize("pipeline", ["pil", "tensor"])
+def test_grey_torchvision_sets_train_end_to_end(tmp_path, name, folder, pipeline):
+    from helpers import TINY_STUDENT, cli
+
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 64), ("t10k", 32)):
+        _idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    out = tmp_path / "run"
+    args = [*TINY_STUDENT, "transfer.mode=scratch", f"data.name={name}", f"data.root={tmp_path}"]
+    assert cli("train", *args, f"data.pipeline={pipeline}", f"run.output={out}") == 0
+    assert (out / "summary.json").is_file()

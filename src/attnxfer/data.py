@@ -26,6 +26,7 @@ from torchvision.transforms import Compose
 from . import tensordata
 from .config import DataConfig
 from .errors import AttnxferError
+from .tensordata import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,26 @@ TORCHVISION = {
     "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
 }
 DATASETS = ("digits", "imagefolder", *TORCHVISION)
+
+
+class RGBImages(Dataset):
+    """A dataset of ``(PIL image, label)`` whose images all become RGB (:func:`to_rgb`), e.g.
+    torchvision's grey-scale MNIST sets; every other attribute is the wrapped dataset's."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        image, label = self.dataset[index]
+        return to_rgb(image), label
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class DigitsDataset(Dataset):
@@ -65,7 +86,7 @@ class DigitsDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[index]).convert("RGB"), self.targets[index]
+        return to_rgb(Image.fromarray(self.images[index])), self.targets[index]
 
 
 class ImageFolderDataset(Dataset):
@@ -110,7 +131,7 @@ class ImageFolderDataset(Dataset):
         path, label = self.samples[index]
         try:
             with Image.open(path) as img:
-                return img.convert("RGB"), label
+                return to_rgb(img), label
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             if self.bad_images == "fail":
                 raise AttnxferError(
@@ -128,7 +149,7 @@ def _torchvision(cfg: DataConfig, train: bool) -> Dataset:
         raise AttnxferError(f"data.root must be set for {cfg.name} (where its files are or go)")
     cls = getattr(tvd, cls_name)
     try:
-        return cls(str(Path(cfg.root).expanduser()), train=train, download=cfg.download)
+        dataset = cls(str(Path(cfg.root).expanduser()), train=train, download=cfg.download)
     except RuntimeError as e:
         hint = "" if cfg.download else " or set data.download=true when online"
         raise AttnxferError(
@@ -139,6 +160,7 @@ def _torchvision(cfg: DataConfig, train: bool) -> Dataset:
             f"could not download {cfg.name} to {cfg.root} ({e}); when offline, copy its files "
             f"to {Path(cfg.root) / folder}"
         ) from None
+    return RGBImages(dataset)  # MNIST and Fashion-MNIST are grey-scale
 
 
 def raw_dataset(cfg: DataConfig, split: str, classes: list[str] | None = None) -> Dataset:

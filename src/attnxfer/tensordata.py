@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import AttnxferError
@@ -50,6 +51,19 @@ class DecodedImages:
         return self.images.numel()
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB, the same way in every data path: grey levels repeated in the
+    three channels, palettes resolved, alpha dropped, CMYK converted, and 16-bit or 32-bit
+    grey scaled to 8 bits (not clipped). Always a new, loaded image (``convert`` copies), so the
+    file behind ``image`` may be closed afterwards."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.asarray(image, dtype=np.int64)  # 16-bit grey (PNG) opens as I;16 or I
+        image = Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8))
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def decode(dataset: Dataset, geometry: Callable | None = None) -> DecodedImages:
     """Decode every ``(PIL image, label)`` of ``dataset`` (``None``: unreadable, left out),
     after ``geometry`` (a PIL transform) when given; all must end the same size."""
@@ -62,7 +76,7 @@ def decode(dataset: Dataset, geometry: Callable | None = None) -> DecodedImages:
         if sample is None:
             continue
         image, label = sample
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if geometry is not None:
             image = geometry(image)
         pixels = np.asarray(image)
