@@ -78,6 +78,18 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _reuse_argument(parser: argparse.ArgumentParser, when: str) -> None:
+    """``--reuse DIR`` (sweep, reproduce --curve): finished runs that identical cells take."""
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=f"{when}folder of finished runs (another sweep, a reproduce table): a cell whose "
+        "resolved config equals one of them takes its result instead of training; repeatable",
+    )
+
+
 def _config(args: argparse.Namespace):
     from .config import load_run_config
 
@@ -331,14 +343,7 @@ def add_sweep(sub: Subparsers) -> None:
     parser.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
     parser.add_argument("--metric", default="val_top1", help="summary key to tabulate (val_top1)")
     parser.add_argument("--title")
-    parser.add_argument(
-        "--reuse",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folder of finished runs (another sweep, a reproduce table): a cell whose resolved "
-        "config equals one of them takes its result instead of training; repeatable",
-    )
+    _reuse_argument(parser, "")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
 
 
@@ -387,14 +392,7 @@ def add_reproduce(sub: Subparsers) -> None:
         "gap recovered) at these training lengths, in epochs of the full training set (a share "
         "below 1 is one pass over that share), into OUT/schedule_curve.{json,md,png}",
     )
-    parser.add_argument(
-        "--reuse",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="with --curve: folder of finished runs (e.g. the tier's table); identical runs are "
-        "taken instead of trained; repeatable",
-    )
+    _reuse_argument(parser, "with --curve: ")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
 
 
