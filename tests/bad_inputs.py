@@ -139,7 +139,7 @@ CASES: list[Case] = [
     Case(
         "unknown dataset name",
         lambda t: ["train", *TINY, "data.name=imagenet22k"],
-        "unknown dataset 'imagenet22k'",
+        "data.name must be one of 'digits'",
     ),
     Case(
         "torchvision dataset not downloaded (offline)",
@@ -149,7 +149,7 @@ CASES: list[Case] = [
     Case(
         "unknown student architecture",
         lambda t: ["train", *TINY, "student.arch=vit_gigantic_patch3"],
-        "unknown architecture 'vit_gigantic_patch3'",
+        "student.arch must be a timm model name",
     ),
     Case(
         "unknown teacher name",
@@ -206,7 +206,7 @@ CASES: list[Case] = [
     Case(
         "unknown transfer mode",
         lambda t: ["train", *TINY, "transfer.mode=copy_all"],
-        "unknown mode 'copy_all'",
+        "transfer.mode must be one of 'scratch'",
     ),
     Case(
         "layer index out of range",
@@ -273,7 +273,7 @@ CASES: list[Case] = [
     Case(
         "unknown data pipeline",
         lambda t: ["train", *TINY, "data.pipeline=fast", f"run.output={t / 'r'}"],
-        "data.pipeline='fast' is unknown",
+        "data.pipeline must be one of 'auto', 'tensor', 'pil', got 'fast'",
     ),
     Case(
         "tensor pipeline asked for an augmentation it cannot do",
@@ -350,7 +350,7 @@ CASES: list[Case] = [
     Case(
         "MAE pre-training of a non-ViT model",
         lambda t: ["pretrain", *TINY[:-1], "student.arch=resnet18", f"run.output={t / 'r'}"],
-        "pretrain needs a timm VisionTransformer",
+        "student.arch=resnet18 is a ResNet",
     ),
     Case(
         "MAE pre-training with mixup",
@@ -360,7 +360,101 @@ CASES: list[Case] = [
     Case(
         "unknown pre-training method",
         lambda t: ["pretrain", *TINY[:-1], "pretrain.method=simclr", f"run.output={t / 'r'}"],
-        "pretrain.method='simclr' is unknown",
+        "pretrain.method must be one of 'mae', 'supervised', got 'simclr'",
+    ),
+    Case(
+        "size or count out of range",
+        lambda t: ["train", *TINY, "data.batch_size=0"],
+        "data.batch_size must be at least 1, got 0",
+    ),
+    Case(
+        "probability out of range",
+        lambda t: ["train", *TINY, "data.reprob=1.5"],
+        "data.reprob must be in [0, 1], got 1.5",
+    ),
+    Case(
+        "learning rate not positive",
+        lambda t: ["train", *TINY, "optim.lr=0"],
+        "optim.lr must be greater than 0",
+    ),
+    Case(
+        "non-finite number",
+        lambda t: ["train", *TINY, "optim.blr=.nan"],
+        "optim.blr must be a finite number",
+    ),
+    Case(
+        "crop scale not an ascending pair",
+        lambda t: ["train", *TINY, "data.scale=[0.9,0.1]"],
+        "data.scale must be a list of 2 numbers, each in (0, 1], in ascending order",
+    ),
+    Case(
+        "normalisation std of zero",
+        lambda t: ["train", *TINY, "data.std=[0.2,0,0.2]"],
+        "data.std must be a list of 3 numbers, each greater than 0",
+    ),
+    Case(
+        "augmentation string timm cannot parse",
+        lambda t: ["train", *TINY, "data.auto_augment=rand-zz"],
+        "data.auto_augment must be a timm augmentation string",
+    ),
+    Case(
+        "unknown optimiser",
+        lambda t: ["train", *TINY, "optim.opt=adamz"],
+        "optim.opt must be a timm optimiser name",
+    ),
+    Case(
+        "unknown device",
+        lambda t: ["train", *TINY, "run.device=tpu"],
+        "run.device must be one of 'auto', 'cpu', 'cuda'",
+    ),
+    Case(
+        "unknown pooling",
+        lambda t: ["train", *TINY, "student.global_pool=mean"],
+        "student.global_pool must be one of",
+    ),
+    Case(
+        "warmup longer than the schedule",
+        lambda t: ["train", *TINY, "optim.warmup_epochs=3"],
+        "optim.warmup_epochs=3 is longer than optim.epochs=1",
+    ),
+    Case(
+        "model image size differs from the data's",
+        lambda t: ["train", *TINY, "data.img_size=32"],
+        "student.model_args.img_size=16 differs from data.img_size=32",
+    ),
+    Case(
+        "image size not a multiple of the patch size",
+        lambda t: [
+            "train",
+            *TINY,
+            "data.img_size=18",
+            "student.model_args={img_size: 18}",
+        ],
+        "data.img_size=18 is not a multiple of the student's patch size 4",
+    ),
+    Case(
+        "teacher architecture given without a teacher",
+        lambda t: ["train", *TINY, "teacher.arch=vit_tiny_patch16_224"],
+        "teacher.arch and teacher.model_args describe teacher.source",
+    ),
+    Case(
+        "student that is not a ViT",
+        lambda t: ["train", *TINY, "student.arch=resnet18", "student.model_args={}"],
+        "student.arch=resnet18 is a ResNet",
+    ),
+    Case(
+        "student arguments timm refuses",
+        lambda t: [
+            "train",
+            *TINY,
+            "student.model_args={img_size: 16, patch_size: 4, embed_dim: 30, num_heads: 4}",
+        ],
+        "cannot build vit_tiny_patch16_224",
+    ),
+    Case(
+        "decoder width not divisible by its heads",
+        lambda t: ["pretrain", *TINY[:-1], "pretrain.decoder_heads=3", f"run.output={t / 'r'}"],
+        "pretrain.decoder_dim=128 is not divisible by pretrain.decoder_heads=3",
     ),
     Case(
         "sweep grid without values",

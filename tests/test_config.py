@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnxfer import AttnxferError
-from attnxfer.config import Config, config_from_dict, dump_config, load_config, parse_override
+from attnxfer.config import (
+    Config,
+    config_from_dict,
+    dump_config,
+    load_config,
+    parse_override,
+    reference,
+)
 
 
 def test_defaults_and_overrides():
@@ -97,3 +105,54 @@ def test_override_syntax():
     for bad in ("noequals", "=3", "a..b=1", ".a=1"):
         with pytest.raises(AttnxferError, match=r"section\.key=value"):
             parse_override(bad)
+
+
+def test_config_reference_is_current():
+    """docs/config.md is what attnxfer.config.reference() generates (regenerate it with
+    ``python -c "from attnxfer.config import reference; print(reference(), end='')"``)."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text() == reference()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size must be at least 1, got 0"),
+        ("data.hflip=1.5", r"data.hflip must be in \[0, 1\]"),
+        ("optim.blr=.inf", "optim.blr must be a finite number"),
+        ("transfer.layers=a-b", "transfer.layers must be 'all', 'none'"),
+        ("transfer.heads=[0, x]", "transfer.heads must be 'all', a count K"),
+        ("data.auto_augment=rand-m9-zz", "data.auto_augment must be a timm augmentation"),
+        ("optim.opt=adamz", "optim.opt must be a timm optimiser name"),
+        ("student.arch=vit_gigantic_patch3", "student.arch must be a timm model name"),
+        ("optim.warmup_epochs=11", "optim.warmup_epochs=11 is longer than optim.epochs=10"),
+    ],
+)
+def test_rules_refuse_at_load(override, message):
+    with pytest.raises(AttnxferError, match=message):
+        load_config([], [override])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.auto_augment=rand-m9-mstd0.5-inc1",
+        "data.auto_augment=augmix-m5-w3",
+        "data.auto_augment=v0",
+        "optim.opt=lookahead_adamw",
+        "transfer.layers=first:2,last:2",
+        "transfer.layers=end_layer:-3",
+        "transfer.heads=3",
+        "student.arch=vit_small_patch16_224.augreg_in21k",
+    ],
+)
+def test_rules_accept_what_the_libraries_accept(override):
+    load_config([], [override])
+
+
+def test_sections_made_in_python_are_checked():
+    from attnxfer.config import DataConfig
+
+    with pytest.raises(AttnxferError, match=r"data\.img_size must be at least 1"):
+        DataConfig(img_size=0)
+    assert DataConfig(hflip=1).hflip == 1.0 and isinstance(DataConfig(hflip=1).hflip, float)

@@ -198,7 +198,10 @@ def test_supervised_pretrain_writes_a_classifier_teacher(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["pretrain.method=byol", *TINY_STUDENT], "pretrain.method='byol' is unknown"),
+        (
+            ["pretrain.method=byol", *TINY_STUDENT],
+            "pretrain.method must be one of 'mae', 'supervised'",
+        ),
         (["data.img_size=16"], "pretrain needs student.arch"),
         ([*MAE_ARGS, "data.mixup=0.8"], "MAE pre-training uses no labels"),
         ([*MAE_ARGS, "pretrain.mask_ratio=0"], "mask_ratio must be in"),

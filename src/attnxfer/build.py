@@ -19,7 +19,7 @@ from .config import Config, StudentConfig, TeacherConfig
 from .errors import AttnxferError
 from .models import ModelSpec, build_student, build_teacher
 from .transfer import AttentionTransfer, mode_of
-from .vit import check_supported
+from .vit import check_supported, img_size, inner
 
 
 def teacher_record(t: TeacherConfig) -> dict[str, Any]:
@@ -63,18 +63,26 @@ def build_model(cfg: Config, num_classes: int) -> tuple[AttentionTransfer, dict 
     mode = mode_of(cfg.transfer.mode)
     needs_teacher = mode.teacher_in_training or mode.init_from_teacher
     if needs_teacher and not cfg.teacher.source:
-        raise AttnxferError(f"mode {mode.name!r} needs teacher.source (a timm name or a file)")
+        raise AttnxferError(
+            f"transfer.mode={mode.name} needs teacher.source (a timm name or a file)"
+        )
     s = cfg.student
     args = _student_args(s)
     teacher = None
+    if s.arch is not None:
+        _require_vit(s.arch)
     if cfg.teacher.source:
         teacher = teacher_from(teacher_record(cfg.teacher), cfg.data.img_size)
+        _check_input_size(teacher, cfg.data.img_size, "teacher")
         student = build_student(teacher, num_classes, arch=s.arch, **args)
     else:
         if s.arch is None:
             raise AttnxferError("without a teacher, set student.arch (e.g. vit_tiny_patch16_224)")
         args.setdefault("img_size", cfg.data.img_size)
         student = ModelSpec(s.arch, {}).create(num_classes=num_classes, **args)
+    if s.arch is not None:
+        check_supported(student, f"student.arch {s.arch}")
+    _check_input_size(student, cfg.data.img_size, "student")
     model = AttentionTransfer(
         teacher if needs_teacher else None, student, **transfer_args(vars(cfg.transfer))
     )
@@ -100,15 +108,36 @@ def build_encoder(cfg: Config) -> nn.Module:
         raise AttnxferError("pretrain needs student.arch, e.g. vit_tiny_patch16_224")
     if cfg.teacher.source:
         raise AttnxferError("pretrain starts from random weights: remove teacher.source")
-    args = {**_student_args(s), "img_size": s.model_args.get("img_size", cfg.data.img_size)}
-    args["num_classes"] = 0
-    with torch.device("meta"):  # the kind of model, before building it with ViT arguments
-        probe = ModelSpec(s.arch, {}).create()
-    if not isinstance(probe, VisionTransformer):
-        raise AttnxferError(
-            f"student.arch={s.arch} is a {type(probe).__name__}: pretrain needs a timm "
-            "VisionTransformer (vit_*, deit_*, ...)"
-        )
+    args = {**_student_args(s), "img_size": cfg.data.img_size, "num_classes": 0}
+    _require_vit(s.arch)
     encoder = ModelSpec(s.arch, {}).create(**args)
     check_supported(encoder, f"student.arch {s.arch}")
+    _check_input_size(encoder, cfg.data.img_size, "student")
     return encoder
+
+
+def _require_vit(arch: str) -> None:
+    """Refuse a ``student.arch`` that is not a timm ViT before building it with ViT arguments."""
+    with torch.device("meta"):
+        probe = ModelSpec(arch, {}).create()
+    if not isinstance(probe, VisionTransformer):
+        raise AttnxferError(
+            f"student.arch={arch} is a {type(probe).__name__}: attnxfer trains timm "
+            "VisionTransformers (vit_*, deit_*, ...; timm.list_models('vit_*'))"
+        )
+
+
+def _check_input_size(model: nn.Module, size: int, role: str) -> None:
+    """The ``role`` model takes ``data.img_size`` inputs and tiles them into whole patches."""
+    built, patch = img_size(model), inner(model).patch_embed.patch_size[0]
+    if built != size:
+        raise AttnxferError(
+            f"the {role} is built for {built}px images but data.img_size={size}: set "
+            f"data.img_size={built} or the {role}'s img_size={size}"
+        )
+    if size % patch:
+        low, high = size // patch * patch, (size // patch + 1) * patch
+        raise AttnxferError(
+            f"data.img_size={size} is not a multiple of the {role}'s patch size {patch} (the "
+            f"border would be cut off): use data.img_size={low or high} or {high}"
+        )

@@ -32,7 +32,7 @@ def _train_epilog() -> str:
         "configuration: YAML files (-c, later ones win) plus section.key=value overrides, e.g.",
         "  attnxfer train -c configs/small/digits_distill.yaml optim.epochs=5 "
         "transfer.layers=last:2",
-        "sections and keys (defaults and meaning: src/attnxfer/config.py):",
+        "sections and keys (type, default and accepted values of each: docs/config.md):",
     ]
     for section, fields in Config().to_dict().items():
         lines.append(

@@ -255,8 +255,6 @@ def _decoded(
     """The decoded set, or ``None`` when ``pipeline=auto`` decides against decoding it."""
     if cfg.pipeline == "pil":
         return None
-    if cfg.pipeline not in PIPELINES:
-        raise AttnxferError(f"data.pipeline={cfg.pipeline!r} is unknown: use one of {PIPELINES}")
     size = _estimated_bytes(dataset, geometry)
     if cfg.pipeline == "auto" and (size is None or size > TENSOR_BUDGET_BYTES):
         log.info("data: %s images read per image (larger than the in-memory budget)", what)

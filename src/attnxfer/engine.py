@@ -234,8 +234,6 @@ class Trainer:
         )
         self.batches_per_epoch = len(self.train_set) // d.world // b
         accum = cfg.optim.accum_steps
-        if accum < 1:
-            raise AttnxferError("optim.accum_steps must be at least 1")
         self.steps_per_epoch = self.batches_per_epoch // accum
         if self.steps_per_epoch == 0:
             raise AttnxferError(

@@ -61,8 +61,11 @@ class ModelSpec:
                 model = VisionTransformer(**args)
             else:
                 model = timm.create_model(self.arch, pretrained=False, **args)
-        except TypeError as e:
-            raise AttnxferError(f"cannot build {self.describe()} with {args}: {e}") from None
+        except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+            # timm refuses bad constructor arguments in several ways (unknown keyword, an
+            # assert such as "dim should be divisible by num_heads", a zero-sized layer)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AttnxferError(f"cannot build {self.describe()} with {args}: {reason}") from None
         model.attnxfer_spec = ModelSpec(self.arch, args)
         return model
 
