@@ -28,7 +28,8 @@ test-timm-floor: $(STAMP)
 		"import timm; assert timm.__version__ == '$(TIMM_FLOOR)', timm.__version__"
 	PYTHONPATH=.cache/timm-$(TIMM_FLOOR) $(BIN)/pytest -q -p no:cacheprovider \
 		tests/test_transfer.py tests/test_models.py tests/test_functional.py \
-		tests/test_selection.py tests/test_pretrain.py tests/test_analysis.py
+		tests/test_selection.py tests/test_pretrain.py tests/test_analysis.py \
+		tests/test_transformers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

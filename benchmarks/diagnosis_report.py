@@ -11,8 +11,12 @@ each teacher has its own scratch and fine-tune rows).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
+
+from attnxfer import AttnxferError
+from attnxfer.export import read_card
 
 ORDER = ("baseline", "finetune", "supervised", "weight", "layers", "pretraining", "pretraining_ft")
 
@@ -28,10 +32,15 @@ def _teacher(row: dict, result: dict) -> str:
         return "supervised"
     if not source:
         return "mae"
-    card = Path(source).with_suffix(".json")
-    card = card if card.is_file() else Path(source).parent / "model.json"
-    if card.is_file():
-        made = json.loads(card.read_text()).get("pretrain", {})
+    sidecar = Path(source).with_suffix(".json")  # a weights file with its own JSON
+    folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    made = None
+    if sidecar.is_file():
+        made = json.loads(sidecar.read_text()).get("pretrain", {})
+    else:
+        with contextlib.suppress(AttnxferError):
+            made = read_card(folder).get("pretrain", {})
+    if made is not None:
         epochs, schedule = made.get("epochs"), made.get("of_epochs")
         if epochs is not None and schedule not in (None, epochs):
             return f"mae {epochs}/{schedule}ep"  # a snapshot taken during a longer schedule

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from helpers import ENV, TINY_STUDENT, cli, torchrun
+from helpers import ENV, TINY, TINY_STUDENT, cli, tiny_vit, torchrun
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from attnxfer import build_teacher
 from attnxfer.checkpoint import list_checkpoints
 from attnxfer.cli import main
 from attnxfer.config import load_config
 from attnxfer.engine import Trainer
+from attnxfer.export import read_card
 
 
 def test_small_run_end_to_end(tmp_path, teacher_file):
@@ -242,6 +243,32 @@ def test_export_eval_and_ensemble(tmp_path, capsys):
     teacher = build_teacher(export / "model.safetensors")  # an export is a valid teacher
     assert teacher.num_classes == 10
     assert cli("export", str(runs[0]), str(export)) == 2  # never overwrites
+    # timm's hub layout: timm itself loads the folder, with the same weights and outputs
+    config = json.loads((export / "config.json").read_text())
+    assert config["label_names"] == [str(i) for i in range(10)]
+    assert config["pretrained_cfg"]["mean"] == [0.5] * 3 and (export / "README.md").is_file()
+    timm_model = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
+    folder_teacher = build_teacher(export)
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(timm_model(images), folder_teacher(images))
+        torch.testing.assert_close(timm_model(images), teacher(images))
+    assert folder_teacher.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)
+
+
+def test_earlier_export_layout_still_loads(tmp_path):
+    """Folders exported before the hub layout: model.safetensors + model.json."""
+    model = tiny_vit("vit", num_classes=3)
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    args = {**TINY, "num_classes": 3}
+    card = {"architecture": "vit_tiny_patch16_224", "args": args, "mean": [0.1] * 3}
+    (tmp_path / "model.json").write_text(json.dumps({**card, "std": [0.2] * 3}))
+    for source in (tmp_path, tmp_path / "model.safetensors"):
+        loaded = build_teacher(source)
+        assert loaded.pretrained_cfg["mean"] == [0.1] * 3
+        for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    assert read_card(tmp_path)["architecture"] == "vit_tiny_patch16_224"
 
 
 def test_copy_mode_checkpoint_records_and_uses_its_teacher(tmp_path, teacher_file, capsys):

@@ -257,5 +257,7 @@ def test_a_failed_export_leaves_no_model_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "save_file", full_disk)
     model = tiny_vit()
     with pytest.raises(AttnxferError, match=r"could not write the model to .*No space left"):
-        export.write_model(tmp_path / "out", model, model.state_dict(), {})
+        export.write_model(
+            tmp_path / "out", model, model.state_dict(), {"mean": [0.5] * 3, "std": [0.5] * 3}
+        )
     assert list((tmp_path / "out").iterdir()) == []

@@ -16,6 +16,7 @@ from attnxfer.checkpoint import list_checkpoints
 from attnxfer.config import load_config
 from attnxfer.engine import Trainer
 from attnxfer.errors import AttnxferError
+from attnxfer.export import read_card
 from attnxfer.inference import load_trained
 from attnxfer.pretrain import MaeTask, MaskedAutoencoder, patchify, pretrain
 
@@ -117,7 +118,7 @@ def test_mae_pretrain_writes_a_teacher_that_transfers(tmp_path, capsys):
     assert len(recon) == 2 and recon[1] < recon[0] < 1.5  # it learns
     teacher_path = out / "teacher" / "model.safetensors"
     assert summary["teacher"] == str(teacher_path)
-    card = json.loads((out / "teacher" / "model.json").read_text())
+    card = read_card(out / "teacher")
     assert card["pretrain"]["method"] == "mae" and card["args"]["embed_dim"] == 32
     readme = (out / "teacher" / "README.md").read_text()
     assert "| 2 | " in readme and "sha256" in readme and "mask ratio 0.75" in readme
@@ -136,7 +137,7 @@ def test_mae_pretrain_writes_a_teacher_that_transfers(tmp_path, capsys):
     for k, v in teacher.state_dict().items():
         torch.testing.assert_close(exported[k], v, rtol=0, atol=0)
     assert cli("export", str(first), str(tmp_path / "first")) == 0
-    early = json.loads((tmp_path / "first" / "model.json").read_text())
+    early = read_card(tmp_path / "first")
     assert early["pretrain"]["epochs"] == 1 and early["pretrain"]["of_epochs"] == 2
     assert early["args"] == card["args"]
     build_teacher(str(tmp_path / "first" / "model.safetensors"))
@@ -189,7 +190,7 @@ def test_mae_resume_is_exact(tmp_path):
 def test_supervised_pretrain_writes_a_classifier_teacher(tmp_path):
     out = tmp_path / "sup"
     assert cli("pretrain", "--method", "supervised", f"run.output={out}", *TINY_STUDENT) == 0
-    card = json.loads((out / "teacher" / "model.json").read_text())
+    card = read_card(out / "teacher")
     assert card["classes"] == [str(c) for c in range(10)]
     teacher = build_teacher(str(out / "teacher" / "model.safetensors"))
     assert teacher.num_classes == 10

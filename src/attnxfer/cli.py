@@ -179,7 +179,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             raise AttnxferError(
                 "--card reads a finished run: give no config, overrides or --resume"
             )
-        if not (Path(args.card) / "teacher" / "model.json").is_file():
+        if not (Path(args.card) / "teacher" / "model.safetensors").is_file():
             raise AttnxferError(f"{args.card} is not a finished pre-training run (no teacher/)")
         downstream = [Path(d) for d in args.downstream]
         print(write_card(Path(args.card), args.title, downstream))
@@ -287,7 +287,9 @@ def add_export(sub: Subparsers) -> None:
     )
     parser.add_argument("model", metavar="RUN_OR_CHECKPOINT")
     parser.add_argument(
-        "out", metavar="OUT_DIR", help="new folder for model.safetensors + model.json"
+        "out",
+        metavar="OUT_DIR",
+        help="new folder: model.safetensors, config.json, README.md (timm's hub layout)",
     )
     parser.add_argument("--weights", choices=["raw", "ema"], default="raw")
 

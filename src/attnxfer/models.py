@@ -14,6 +14,7 @@ know exactly what to build.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Keys of an MAE pre-training checkpoint that belong to the decoder, not the encoder.
 _MAE_DECODER_KEY = re.compile(r"^(decoder_|decoder\.|mask_token)")
+#: Weight files of a folder in timm's hub layout, in the order they are looked for.
+_HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 #: Keys of a JSON sidecar that describe input normalisation, not constructor arguments.
 _NORMALISATION_KEYS = ("mean", "std", "interpolation", "crop_pct")
 
@@ -295,16 +298,62 @@ def build_teacher(
         check_supported(source, "the teacher module")
         return _freeze(source)
     path = Path(source)
+    if path.is_dir():
+        return _from_folder(path, extra)
+    hub_folder = path.name in _HUB_WEIGHTS and (path.parent / "config.json").is_file()
+    if hub_folder and not path.with_suffix(".json").is_file():  # weights of a hub-layout folder
+        return _from_folder(path.parent, extra)
     if path.exists() or path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
         state, meta = read_checkpoint(path, checkpoint_key)
         spec, norm = _spec_for_file(path, state, meta, arch, extra)
-        model = spec.create()
-        check_supported(model, f"the architecture of {path}")
-        load_weights(model, state, str(path))
-        if norm:
-            model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **norm}
-        return _freeze(model)
+        return _assemble(spec, state, norm, path)
     return _freeze(_from_timm(str(source), extra))
+
+
+def _assemble(spec: ModelSpec, state: dict, norm: dict, where: Path) -> nn.Module:
+    """The frozen model of ``spec`` with ``state`` loaded and ``norm`` (input mean/std) in its
+    ``pretrained_cfg``."""
+    model = spec.create()
+    check_supported(model, f"the architecture of {where}")
+    load_weights(model, state, str(where))
+    if norm:
+        model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **norm}
+    return _freeze(model)
+
+
+def _from_folder(path: Path, extra: dict[str, Any]) -> nn.Module:
+    """A model folder: a transformers one, timm's hub layout (``config.json`` with
+    ``architecture``, as ``attnxfer export`` writes), or an older attnxfer export
+    (``model.safetensors`` + ``model.json``)."""
+    from . import transformers_vit
+
+    config_file = path / "config.json"
+    if transformers_vit.is_transformers_folder(path):
+        arch, args, state, norm = transformers_vit.read_folder(path)
+        return _assemble(ModelSpec(arch, {**args, **extra}), state, norm, path)
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as e:
+            raise AttnxferError(f"{config_file} is not valid JSON ({e})") from None
+        if "architecture" not in config:
+            raise AttnxferError(
+                f"{config_file} names neither a timm 'architecture' nor a transformers 'model_type'"
+            )
+        weights = next((path / n for n in _HUB_WEIGHTS if (path / n).is_file()), None)
+        if weights is None:
+            raise AttnxferError(f"{path} has a config.json but no {' or '.join(_HUB_WEIGHTS)}")
+        args = {**config.get("model_args", {}), "num_classes": config.get("num_classes", 0)}
+        pretrained = config.get("pretrained_cfg", {})
+        norm = {k: tuple(pretrained[k]) for k in ("mean", "std") if k in pretrained}
+        spec = ModelSpec(config["architecture"], {**args, **extra})
+        return _assemble(spec, read_checkpoint(weights)[0], norm, path)
+    if (path / "model.safetensors").is_file():
+        return build_teacher(path / "model.safetensors", model_args=extra)
+    raise AttnxferError(
+        f"{path} is a folder but not a model: expected config.json (timm's hub layout or a "
+        "transformers model) or model.safetensors with model.json"
+    )
 
 
 def _from_timm(name: str, args: dict[str, Any]) -> nn.Module:
@@ -322,12 +371,18 @@ def _from_timm(name: str, args: dict[str, Any]) -> nn.Module:
     else:
         hint = "arch='<its timm architecture>'"
     try:
+        if name.startswith("hf-hub:"):
+            folder = _transformers_snapshot(name.removeprefix("hf-hub:"))
+            if folder is not None:
+                return _from_folder(folder, args)
         model = timm.create_model(name, pretrained=True, **args)
     except Exception as e:  # hub errors come in many types (offline, 404, auth)
+        if isinstance(e, AttnxferError):
+            raise
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise AttnxferError(
             f"could not load pretrained weights for {name!r} ({type(e).__name__}: {reason}); "
-            "when offline, download the weights elsewhere and pass the local file: "
+            "when offline, download the weights elsewhere and pass the local file or folder: "
             f"build_teacher('weights.safetensors', {hint})"
         ) from None
     check_supported(model, f"teacher {name!r}")
@@ -336,6 +391,31 @@ def _from_timm(name: str, args: dict[str, Any]) -> nn.Module:
     else:
         model.attnxfer_spec = ModelSpec(model.pretrained_cfg.get("architecture", base), args)
     return model
+
+
+def _transformers_snapshot(repo: str) -> Path | None:
+    """The local folder of a hub repository that holds a transformers model (its config, weights
+    and preprocessor config, downloaded into the hub cache), or ``None`` for a timm repository.
+    ``repo`` may end in ``@revision``."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from .transformers_vit import is_transformers_folder
+
+    repo, _, revision = repo.partition("@")
+    fetch = {"repo_id": repo, "revision": revision or None}
+    folder = Path(hf_hub_download(filename="config.json", **fetch)).parent
+    if not is_transformers_folder(folder):
+        return None
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            hf_hub_download(filename=name, **fetch)
+            break
+        except EntryNotFoundError:
+            continue
+    with contextlib.suppress(EntryNotFoundError):
+        hf_hub_download(filename="preprocessor_config.json", **fetch)
+    return folder
 
 
 def build_student(

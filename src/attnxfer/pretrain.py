@@ -2,8 +2,8 @@
 
 ``attnxfer pretrain --method mae|supervised`` runs on the same engine as ``train`` (data,
 optimiser, schedule, EMA, AMP, DDP, atomic checkpoints, ``--resume auto``, metrics) and ends by
-writing ``RUN/teacher/model.safetensors`` + ``model.json``: the encoder as a plain timm model,
-which ``build_teacher`` (``teacher.source=RUN/teacher/model.safetensors``) loads directly.
+writing ``RUN/teacher``: the encoder as a plain timm model in timm's hub layout (see
+:mod:`attnxfer.export`), which ``build_teacher`` (``teacher.source=RUN/teacher``) loads directly.
 
 MAE (He et al., 2022) as in its reference: the encoder is an unmodified timm
 ``VisionTransformer`` that sees only the visible 25% of the patches (plus its class token);
@@ -30,7 +30,7 @@ from .build import build_encoder
 from .config import Config
 from .engine import Task, Trainer
 from .errors import AttnxferError
-from .export import write_model
+from .export import read_card, write_model
 from .models import spec_of
 from .report import figure, hardware, table
 from .runtime import all_reduce, autocast
@@ -276,7 +276,7 @@ def write_card(run_dir: Path, title: str | None = None, downstream: list[Path] =
     import yaml
 
     teacher = run_dir / "teacher"
-    card = json.loads((teacher / "model.json").read_text())
+    card = read_card(teacher)
     summary = card["pretrain"]
     config = (run_dir / "config.yaml").read_text()
     cfg = yaml.safe_load(config)
@@ -290,8 +290,9 @@ def write_card(run_dir: Path, title: str | None = None, downstream: list[Path] =
         f"# {title or run_dir.name}: a {method.upper() if method == 'mae' else method} teacher",
         "",
         "Made by attnxfer itself (`attnxfer pretrain`); weights in `model.safetensors`, "
-        "architecture and input normalisation in `model.json`. Load it with "
-        "`teacher.source=<this folder>/model.safetensors`.",
+        "architecture and input normalisation in `config.json` (timm's hub layout). Load it "
+        "with `teacher.source=<this folder>`, or in timm with "
+        '`timm.create_model("local-dir:<this folder>", pretrained=True)`.',
         "",
         f"- Architecture: timm `{card['architecture']}` with `{json.dumps(card['args'])}` "
         f"({n_params / 1e6:.2f} M parameters).",
