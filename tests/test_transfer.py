@@ -420,3 +420,30 @@ def test_student_alone_in_copy_mode_says_what_to_do():
     AttentionTransfer(teacher, student, mode="copy")
     with pytest.raises(AttnxferError, match="call the AttentionTransfer wrapper"):
         student(images(1))
+
+
+@pytest.mark.parametrize("mode", ["distill", "copy", "feature_distill"])
+def test_teacher_gets_its_own_normalisation(mode, caplog):
+    """A teacher trained on other input statistics sees the batch converted to them: its
+    input is what normalising the raw image with its own mean and std gives."""
+    teacher = build_teacher(tiny_vit("vit", seed=1, num_classes=0))
+    teacher.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    student_stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    raw = torch.rand(2, 3, 24, 24)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in student_stats)
+    seen = []
+    teacher.patch_embed.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    with caplog.at_level("INFO", logger="attnxfer.transfer"):
+        model = AttentionTransfer(
+            teacher, build_student(teacher, 5), mode, input_stats=student_stats
+        )
+    assert "are converted to the teacher's mean (0.5, 0.5, 0.5)" in caplog.text
+    model((raw - mean) / std)
+    torch.testing.assert_close(seen[-1], (raw - 0.5) / 0.5, atol=1e-6, rtol=1e-5)
+    # the same statistics: the batch goes through untouched
+    same = AttentionTransfer(
+        teacher, build_student(teacher, 5), mode, input_stats=((0.5,) * 3, (0.5,) * 3)
+    )
+    batch = (raw - 0.5) / 0.5
+    same(batch)
+    assert seen[-1] is batch

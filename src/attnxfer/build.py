@@ -16,6 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .config import Config, StudentConfig, TeacherConfig
+from .data import normalisation
 from .errors import AttnxferError
 from .models import ModelSpec, build_student, build_teacher
 from .transfer import AttentionTransfer, mode_of
@@ -83,10 +84,14 @@ def build_model(cfg: Config, num_classes: int) -> tuple[AttentionTransfer, dict 
     if s.arch is not None:
         check_supported(student, f"student.arch {s.arch}")
     _check_input_size(student, cfg.data.img_size, "student")
+    pretrained_cfg = getattr(teacher, "pretrained_cfg", None)
     model = AttentionTransfer(
-        teacher if needs_teacher else None, student, **transfer_args(vars(cfg.transfer))
+        teacher if needs_teacher else None,
+        student,
+        **transfer_args(vars(cfg.transfer)),
+        input_stats=normalisation(cfg.data, pretrained_cfg),
     )
-    return model, getattr(teacher, "pretrained_cfg", None)
+    return model, pretrained_cfg
 
 
 def rebuild(meta: dict[str, Any], student: nn.Module) -> nn.Module:
@@ -97,7 +102,8 @@ def rebuild(meta: dict[str, Any], student: nn.Module) -> nn.Module:
         return student
     teacher = teacher_from(record, meta["config"]["data"]["img_size"])
     transfer = {**meta["config"]["transfer"], "weight": None}  # no loss at inference
-    return AttentionTransfer(teacher, student, **transfer_args(transfer))
+    stats = (meta["mean"], meta["std"])  # what the student's inputs are normalised with
+    return AttentionTransfer(teacher, student, **transfer_args(transfer), input_stats=stats)
 
 
 def build_encoder(cfg: Config) -> nn.Module:

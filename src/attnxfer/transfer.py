@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +173,11 @@ class AttentionTransfer(nn.Module):
         average: teacher-map averaging ablation, ``"examples"``, ``"queries"`` or ``"heads"``
             (``copy`` and ``distill`` only).
         drop_path: ``"shared"`` or ``"student"``, see the module docstring.
+        input_stats: ``(mean, std)`` the images were normalised with (the student's). When the
+            teacher's ``pretrained_cfg`` names other statistics, each batch is converted for the
+            teacher (``x * std / std_t + (mean - mean_t) / std_t`` per channel), so it sees
+            the inputs it was trained on; logged once. ``None``: the teacher gets the batch as
+            it is.
     """
 
     def __init__(
@@ -185,6 +191,7 @@ class AttentionTransfer(nn.Module):
         impl: str | None = None,
         average: str | None = None,
         drop_path: str = "shared",
+        input_stats: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         self.mode = m = mode_of(mode)
@@ -243,8 +250,10 @@ class AttentionTransfer(nn.Module):
             _init_from_teacher(student, teacher)
         # The teacher is only kept (and moved with .to()) when a forward pass needs it.
         self.teacher = teacher if m.teacher_in_training else None
+        self._converts_input = False  # see input_stats
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
+            self._convert_inputs(input_stats)
             _check_tokens(self.teacher, student)
             t_blocks = blocks(self.teacher, "teacher")
             self.layers = parse_layers(layers, len(s_blocks))
@@ -359,10 +368,37 @@ class AttentionTransfer(nn.Module):
         for blk, name, shared in self._teacher_drop_paths:
             setattr(blk, name, shared)
 
+    def _convert_inputs(self, input_stats: tuple | None) -> None:
+        """Buffers that turn the student's normalisation into the teacher's, when they differ."""
+        pre = getattr(self.teacher, "pretrained_cfg", None) or {}
+        if input_stats is None or "mean" not in pre or "std" not in pre:
+            return
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in input_stats)
+        t_mean, t_std = (
+            torch.tensor(pre[k], dtype=torch.float32).view(-1, 1, 1) for k in ("mean", "std")
+        )
+        if torch.equal(mean, t_mean) and torch.equal(std, t_std):
+            return
+        log.info(
+            "teacher input: batches normalised with mean %s std %s are converted to the "
+            "teacher's mean %s std %s",
+            *(tuple(round(float(x), 4) for x in v.flatten()) for v in (mean, std, t_mean, t_std)),
+        )
+        self.register_buffer("_teacher_scale", std / t_std, persistent=False)
+        self.register_buffer("_teacher_shift", (mean - t_mean) / t_std, persistent=False)
+        self._converts_input = True
+
+    def _for_teacher(self, images: Tensor) -> Tensor:
+        """The batch as the teacher expects it (see ``input_stats``)."""
+        if not self._converts_input:
+            return images
+        return images * self._teacher_scale + self._teacher_shift
+
     def _forward_routed(self, images: Tensor) -> TransferOutput:
         # no_grad, not inference_mode: the student's autograd saves these tensors
         with torch.no_grad(), contextlib.suppress(R.TeacherDone):
-            self.teacher.forward_features(images)  # stopped once the last layer's q, k, v exist
+            # stopped once the last transferred layer's q, k, v exist
+            self.teacher.forward_features(self._for_teacher(images))
         logits = self.student(images)
         losses = {i: link.loss for i, link in self.links.items() if link.loss is not None}
         total = torch.stack(list(losses.values())).sum() if losses else logits.new_zeros(())
@@ -372,7 +408,7 @@ class AttentionTransfer(nn.Module):
         idx = list(self.layers)
         with torch.no_grad():
             targets = self.teacher.forward_intermediates(
-                images,
+                self._for_teacher(images),
                 indices=idx,
                 stop_early=True,
                 intermediates_only=True,
