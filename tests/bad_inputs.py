@@ -231,6 +231,29 @@ CASES: list[Case] = [
         "head index 3 is out of range",
     ),
     Case(
+        "student with more heads than the teacher, paired by index",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=distill",
+            f"teacher.source={_teacher(t)}",
+            "student.model_args={num_heads: 4}",
+        ],
+        "student head 3 is selected but the teacher has only 2 heads",
+    ),
+    Case(
+        "head map that does not fit the head counts",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=distill",
+            f"teacher.source={_teacher(t)}",
+            "student.model_args={embed_dim: 48, num_heads: 3}",
+            "transfer.head_map=average",
+        ],
+        "head_map='average' needs one head count to divide the other",
+    ),
+    Case(
         "option that has no effect in the mode",
         lambda t: ["train", *TINY, "transfer.mode=scratch", "transfer.layers=all"],
         "has no effect in mode 'scratch'",

@@ -62,3 +62,22 @@ def test_head_specs():
     ]:
         with pytest.raises(AttnxferError, match=message):
             parse_heads(bad, 16)
+
+
+def test_head_pairing():
+    from attnxfer.selection import pair_heads
+
+    assert pair_heads((0, 1, 2), 4, 4) == (0, 1, 2)  # index pairing
+    assert pair_heads((0, 1), 2, 6, "average") == (0, 1, 2, 3, 4, 5)  # groups of 3 per head
+    assert pair_heads((1,), 2, 6, "average") == (3, 4, 5)
+    assert pair_heads((0, 1, 2, 3), 4, 2, "average") == (0, 0, 1, 1)  # a teacher head per pair
+    assert pair_heads((0, 1), 4, 6, [5, 0]) == pair_heads((0, 1), 4, 6, "5,0") == (5, 0)
+    for args, message in [
+        (((0, 5), 6, 4, None), "student head 5 is selected but the teacher has only 4 heads"),
+        (((0,), 4, 6, "average"), "needs one head count to divide the other"),
+        (((0, 1), 4, 6, [1]), "lists 1 teacher heads for 2 selected student heads"),
+        (((0,), 4, 6, [6]), "names teacher head 6, but the teacher has heads 0..5"),
+        (((0,), 4, 6, "a,b"), "is not 'index', 'average' or teacher head indices"),
+    ]:
+        with pytest.raises(AttnxferError, match=message):
+            pair_heads(*args)

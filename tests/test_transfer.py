@@ -447,3 +447,62 @@ def test_teacher_gets_its_own_normalisation(mode, caplog):
     batch = (raw - 0.5) / 0.5
     same(batch)
     assert seen[-1] is batch
+
+
+@pytest.mark.parametrize(
+    ("t_heads", "s_heads", "head_map", "expected_pairs"),
+    [
+        (8, 4, "average", [(0, 1), (2, 3), (4, 5), (6, 7)]),  # a teacher group per student head
+        (2, 4, "average", [(0,), (0,), (1,), (1,)]),  # a teacher head per two student heads
+        (4, 4, [3, 1, 0, 2], [(3,), (1,), (0,), (2,)]),  # a chosen pairing
+    ],
+)
+@pytest.mark.parametrize("impl", ["fused", "eager"])
+def test_head_maps_against_a_plain_path(float64, t_heads, s_heads, head_map, expected_pairs, impl):
+    """Distillation's loss is the cross-entropy to each student head's average teacher map,
+    and copy attends with that average map: checked against maps computed head by head."""
+    from attnxfer.analysis import attention_maps
+
+    teacher = build_teacher(tiny_vit("vit", seed=1, num_heads=t_heads, num_classes=0))
+    x = images(2, 24)
+    t_maps = attention_maps(teacher, x)
+    want = [torch.stack([t[:, list(g)].mean(1) for g in expected_pairs], dim=1) for t in t_maps]
+    distill = AttentionTransfer(
+        teacher,
+        build_student(teacher, 5, num_heads=s_heads),
+        "distill",
+        head_map=head_map,
+        impl=impl,
+    )
+    out = distill(x)
+    own = attention_maps(distill.student, x)  # a distilled student attends with its own maps
+    for i, (target, mine) in enumerate(zip(want, own, strict=True)):
+        plain = -(target * mine.log()).sum(-1).mean()
+        torch.testing.assert_close(out.layer_losses[i], plain)
+    copy_model = AttentionTransfer(
+        teacher,
+        build_student(teacher, 5, num_heads=s_heads),
+        "copy",
+        head_map=head_map,
+        impl=impl,
+    )
+    seen = {}
+    for i, blk in enumerate(copy_model.student.blocks):
+        blk.attn.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, (m, a[0], o)))
+    copy_model(x)
+    for i, (route, inp, got) in seen.items():
+        _, _, v = route.project(inp)
+        torch.testing.assert_close(got, route.finish(inp, want[i] @ v))
+    for got, target in zip(attention_maps(copy_model, x), want, strict=True):
+        torch.testing.assert_close(got, target)
+
+
+def test_head_map_refusals():
+    teacher = build_teacher(tiny_vit("vit", seed=1, num_heads=8, num_classes=0))
+    narrow = build_student(teacher, 5, num_heads=4)
+    with pytest.raises(AttnxferError, match="student head j is paired with teacher head j"):
+        AttentionTransfer(teacher, build_student(teacher, 5, num_heads=16), "distill")
+    with pytest.raises(AttnxferError, match="gives each student head one teacher head's Q, K"):
+        AttentionTransfer(teacher, narrow, "copy_q", head_map="average")
+    with pytest.raises(AttnxferError, match="head_map= has no effect in mode 'finetune'"):
+        AttentionTransfer(teacher, build_student(teacher, 5), "finetune", head_map="average")

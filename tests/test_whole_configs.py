@@ -43,6 +43,7 @@ VALUES: dict[str, list] = {
     "transfer.mode": ["scratch", "finetune", "copy", "distill", "copy_q", "feature_distill", "x"],
     "transfer.layers": [None, "all", "last:1", 5, "a-b", [0], "none", True],
     "transfer.heads": [None, 1, [0, 1], [3], "first:1", 1.5],
+    "transfer.head_map": [None, "index", "average", [1, 0], [9], "x"],
     "transfer.weight": [None, 0.5, 0, -1, float("inf")],
     "transfer.impl": [None, "auto", "fused", "eager", "magic"],
     "transfer.average": [None, "heads", "queries", "x"],

@@ -59,11 +59,10 @@ def attention_maps(model: nn.Module, images: Tensor) -> list[Tensor]:
         x, teacher = seen[i]
         attn = blk.attn
         q, k, _ = R._Route.project(attn, x)  # same submodule names as timm's
-        if isinstance(attn, R._Route):  # a route says which Q and K it attends with
-            q, k, scale = attn.attended_qk(q, k, teacher)
+        if isinstance(attn, R._Route):  # a route says which maps it attends with
+            maps.append(attn.attended_map(q, k, teacher))
         else:
-            scale = attn.scale
-        maps.append(AF.attention_map(q, k, scale))
+            maps.append(AF.attention_map(q, k, attn.scale))
     return maps
 
 

@@ -54,8 +54,8 @@ def _student_args(s: StudentConfig) -> dict[str, Any]:
 
 def transfer_args(transfer: dict[str, Any]) -> dict[str, Any]:
     """``AttentionTransfer``'s keyword arguments from a ``transfer`` section (as a dict)."""
-    keys = ("mode", "layers", "heads", "weight", "impl", "average", "drop_path")
-    return {k: transfer[k] for k in keys}
+    keys = ("mode", "layers", "heads", "head_map", "weight", "impl", "average", "drop_path")
+    return {k: transfer[k] for k in keys if k in transfer}  # head_map: absent in older runs
 
 
 def build_model(cfg: Config, num_classes: int) -> tuple[AttentionTransfer, dict | None]:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import yaml
 
 from .errors import AttnxferError
-from .selection import parse_heads, parse_layers
+from .selection import HEAD_MAPS, parse_heads, parse_layers
 
 # ---------------------------------------------------------------------------------------------
 # rules: what one field accepts
@@ -150,6 +150,14 @@ LAYERS = Rule(
 HEADS = Rule(
     _parses(parse_heads),
     "'all', a count K, a list such as '0,3,5', 'first:K' or 'last:K'",
+)
+HEAD_MAP = Rule(
+    lambda v: (
+        v in HEAD_MAPS
+        or (isinstance(v, list) and all(isinstance(h, int) and not isinstance(h, bool) for h in v))
+        or (isinstance(v, str) and re.fullmatch(r"\d+(,\d+)*", v) is not None)
+    ),
+    "'index', 'average' or a list of teacher heads, one per selected student head",
 )
 MODEL_ARGS = Rule(
     lambda v: all(isinstance(k, str) for k in v),
@@ -276,6 +284,7 @@ class TransferConfig(Section):
     mode: str = setting("distill", one_of(_modes))
     layers: str | int | list | None = setting(None, LAYERS)
     heads: str | int | list | None = setting(None, HEADS)
+    head_map: str | list | None = setting(None, HEAD_MAP)
     weight: float | None = setting(None, above(0))
     impl: str | None = setting(None, one_of(_impls))
     average: str | None = setting(None, one_of(_averages))

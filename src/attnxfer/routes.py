@@ -19,8 +19,12 @@ Student side: one class per kind of transfer, chosen once from the mode name:
 ``DistillQKV``  own attention; loss = MSE(Q_s, Q_t) (or K, or V)
 ==============  ============================================================================
 
-Heads that are not selected compute their own attention and get no loss. Student head ``j``
-is paired with teacher head ``j`` (index pairing); see ``AttentionTransfer`` for the checks.
+Heads that are not selected compute their own attention and get no loss. Each selected student
+head receives one teacher head or the average map of a group of them
+(:func:`attnxfer.selection.pair_heads`); by default student head ``j`` gets teacher head ``j``.
+A student head with a group takes, in copy, the average of the group's maps applied to its
+values, and in distillation the cross-entropy to the group's average map. Both are linear in
+the map, so they are computed per pair and averaged, fused or eager alike.
 """
 
 from __future__ import annotations
@@ -161,13 +165,11 @@ class _Route(nn.Module):
         """The attention output per head, ``[B, H, N, D]``."""
         raise NotImplementedError
 
-    def attended_qk(
-        self, q: Tensor, k: Tensor, teacher: TeacherQKV | None
-    ) -> tuple[Tensor, Tensor, float]:
-        """The queries, keys and scale whose map this layer attends with, given its own ``q, k``
-        and the teacher's tensors of the same pass (for analyses): its own, unless a route
-        takes them from the teacher."""
-        return q, k, self.scale
+    def attended_map(self, q: Tensor, k: Tensor, teacher: TeacherQKV | None) -> Tensor:
+        """The maps ``[B, H, N, N]`` this layer attends with, given its own ``q, k`` and the
+        teacher's tensors of the same pass (for analyses): its own, unless a route takes them
+        from the teacher."""
+        return AF.attention_map(q, k, self.scale)
 
     def forward(
         self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False
@@ -216,7 +218,8 @@ class TeacherTap(_Route):
 class RouteOptions:
     """How a student route transfers, resolved once by ``AttentionTransfer``."""
 
-    heads: tuple[int, ...]  # student heads that receive transfer (paired with teacher heads)
+    heads: tuple[int, ...]  # student heads that receive transfer
+    teacher_heads: tuple[int, ...]  # their teacher heads: an equal-sized group per student head
     impl: str  # "auto" | "fused" | "eager"
     average: str | None = None  # teacher-map averaging ablation (eager only)
 
@@ -232,6 +235,9 @@ class StudentRoute(_Route):
         self.heads = options.heads
         self.all_heads = options.heads == tuple(range(self.num_heads))
         self.other_heads = tuple(h for h in range(self.num_heads) if h not in options.heads)
+        self.teacher_heads = options.teacher_heads
+        self.group = len(options.teacher_heads) // len(options.heads)  # teacher heads per head
+        self._paired = [j for j in options.heads for _ in range(self.group)]
 
     def teacher(self) -> TeacherQKV:
         t = self.link.teacher
@@ -243,13 +249,29 @@ class StudentRoute(_Route):
         return t
 
     def pick(self, t: Tensor) -> Tensor:
-        """The selected heads of a ``[B, H, N, D]`` tensor (paired by index)."""
-        return t if self.all_heads and t.shape[1] == self.num_heads else t[:, list(self.heads)]
+        """The selected heads of the student's ``[B, H, N, D]`` tensor."""
+        return t if self.all_heads else t[:, list(self.heads)]
+
+    def mine(self, t: Tensor) -> Tensor:
+        """The selected student heads, each repeated once per teacher head it is paired with:
+        ``[B, pairs, N, D]``, aligned with :meth:`theirs`."""
+        return self.pick(t) if self.group == 1 else t[:, self._paired]
+
+    def theirs(self, t: Tensor) -> Tensor:
+        """The teacher's heads of every pair, ``[B, pairs, N, D]``."""
+        if self.teacher_heads == tuple(range(t.shape[1])):
+            return t
+        return t[:, list(self.teacher_heads)]
+
+    def fold(self, out: Tensor) -> Tensor:
+        """Per-pair outputs ``[B, pairs, N, D]`` to per-student-head ones: a group's mean."""
+        return out if self.group == 1 else out.unflatten(1, (len(self.heads), self.group)).mean(2)
 
     def _teacher_heads(self, own: Tensor, teacher: Tensor) -> Tensor:
-        """``own`` with the transferred heads replaced by the teacher's."""
+        """``own`` with the transferred heads replaced by the teacher's (one teacher head
+        each: the Q and K modes)."""
         out = own.clone()
-        out[:, list(self.heads)] = self.pick(teacher).to(own.dtype)
+        out[:, list(self.heads)] = self.theirs(teacher).to(own.dtype)
         return out
 
     def own(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -270,11 +292,13 @@ class StudentRoute(_Route):
 class CopyMap(StudentRoute):
     """Attention copy: the teacher's full map applied to the student's values."""
 
-    def attended_qk(self, q, k, teacher):
+    def attended_map(self, q, k, teacher):
+        maps = super().attended_map(q, k, teacher)
         if teacher is None:
-            return super().attended_qk(q, k, teacher)
-        scale = teacher.scale if self.all_heads else self.scale
-        return self._teacher_heads(q, teacher.q), self._teacher_heads(k, teacher.k), scale
+            return maps
+        copied = AF.attention_map(self.theirs(teacher.q), self.theirs(teacher.k), teacher.scale)
+        maps[:, list(self.heads)] = self.fold(copied).to(maps.dtype)
+        return maps
 
     def attend(self, x: Tensor) -> Tensor:
         t = self.teacher()
@@ -283,41 +307,41 @@ class CopyMap(StudentRoute):
             q = k = v
         else:
             q, k, v = self.project(x)
-        q_t, k_t = self.pick(t.q), self.pick(t.k)
-        v_sel = self.pick(v)
+        q_t, k_t = self.theirs(t.q), self.theirs(t.k)
+        v_sel = self.mine(v)
         if self.average is None:
             out = self.mix(q_t, k_t, v_sel, t.scale, self.dropout_p())
         else:
             attn = AF.average_map(AF.attention_map(q_t, k_t, t.scale), self.average)
             out = F.dropout(attn, self.dropout_p()) @ v_sel
-        return self.merge(out, q, k, v)
+        return self.merge(self.fold(out), q, k, v)
 
 
 class CopyQ(StudentRoute):
     """softmax(Q_teacher K_student^T s) V_student."""
 
-    def attended_qk(self, q, k, teacher):
-        if teacher is None:
-            return super().attended_qk(q, k, teacher)
-        return self._teacher_heads(q, teacher.q), k, self.scale
+    def attended_map(self, q, k, teacher):
+        if teacher is not None:
+            q = self._teacher_heads(q, teacher.q)
+        return super().attended_map(q, k, teacher)
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
-        out = self.own(self.pick(self.teacher().q), self.pick(k), self.pick(v))
+        out = self.own(self.theirs(self.teacher().q), self.pick(k), self.pick(v))
         return self.merge(out, q, k, v)
 
 
 class CopyK(StudentRoute):
     """softmax(Q_student K_teacher^T s) V_student."""
 
-    def attended_qk(self, q, k, teacher):
-        if teacher is None:
-            return super().attended_qk(q, k, teacher)
-        return q, self._teacher_heads(k, teacher.k), self.scale
+    def attended_map(self, q, k, teacher):
+        if teacher is not None:
+            k = self._teacher_heads(k, teacher.k)
+        return super().attended_map(q, k, teacher)
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
-        out = self.own(self.pick(q), self.pick(self.teacher().k), self.pick(v))
+        out = self.own(self.pick(q), self.theirs(self.teacher().k), self.pick(v))
         return self.merge(out, q, k, v)
 
 
@@ -326,7 +350,7 @@ class CopyV(StudentRoute):
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
-        out = self.own(self.pick(q), self.pick(k), self.pick(self.teacher().v))
+        out = self.own(self.pick(q), self.pick(k), self.theirs(self.teacher().v))
         return self.merge(out, q, k, v)
 
 
@@ -364,9 +388,11 @@ class DistillMap(StudentRoute):
         q, k, v = self.project(x)
         t = self.link.teacher
         if t is not None:  # no teacher at inference: only the student is needed
-            heads = TeacherQKV(self.pick(t.q), self.pick(t.k), t.v, t.scale)
+            heads = TeacherQKV(self.theirs(t.q), self.theirs(t.k), t.v, t.scale)
+            # per pair: CE is linear in the teacher's map, so a group's mean loss is the loss
+            # to the group's average map
             self.link.loss = self.map_loss(
-                heads, self.pick(q), self.pick(k), self.scale, self.average
+                heads, self.mine(q), self.mine(k), self.scale, self.average
             )
         return self.own(q, k, v)
 
@@ -381,7 +407,7 @@ class DistillQKV(StudentRoute):
         t = self.link.teacher
         if t is not None:
             mine, theirs = (q, k, v)[self.index], (t.q, t.k, t.v)[self.index]
-            self.link.loss = F.mse_loss(self.pick(mine), self.pick(theirs))
+            self.link.loss = F.mse_loss(self.pick(mine), self.theirs(theirs))
         return self.own(q, k, v)
 
 

@@ -127,3 +127,66 @@ def parse_heads(spec: Spec, num_heads: int) -> tuple[int, ...]:
     if not heads:
         raise AttnxferError("the head selection is empty: select at least one head")
     return heads
+
+
+#: ``head_map`` names (a list of teacher head indices is the third kind)
+HEAD_MAPS = ("index", "average")
+HeadMap = str | Sequence[int] | None
+
+
+def pair_heads(
+    heads: tuple[int, ...], num_student: int, num_teacher: int, head_map: HeadMap = None
+) -> tuple[int, ...]:
+    """The teacher heads each selected student head receives, flat and in order: ``group``
+    consecutive entries per student head of ``heads``, where ``group = len(result) //
+    len(heads)``. A student head given several teacher heads takes their average map.
+
+    ``head_map``:
+
+    - ``None`` / ``"index"``: student head ``j`` gets teacher head ``j`` (the paper's pairing,
+      which needs the teacher to have head ``j``).
+    - ``"average"``: the teacher's heads are split into consecutive groups, one per student head
+      (a 16-head teacher for an 8-head student: student head ``j`` gets the average of teacher
+      heads ``2j`` and ``2j+1``); with more student heads than teacher heads, each teacher head
+      serves consecutive student heads (8 for 16: student heads ``2i`` and ``2i+1`` get teacher
+      head ``i``). One count must divide the other.
+    - a list (or ``"3,0,5"``): the teacher head for each selected student head, in order.
+    """
+    if head_map is None or head_map == "index":
+        if heads[-1] >= num_teacher:
+            raise AttnxferError(
+                f"student head {heads[-1]} is selected but the teacher has only {num_teacher} "
+                f"heads; student head j is paired with teacher head j, so select heads below "
+                f"{num_teacher} (heads={num_teacher}), or map them: head_map='average' or a "
+                "list of teacher heads"
+            )
+        return heads
+    if head_map == "average":
+        if num_teacher % num_student == 0:
+            group = num_teacher // num_student
+            return tuple(j * group + i for j in heads for i in range(group))
+        if num_student % num_teacher == 0:
+            return tuple(j // (num_student // num_teacher) for j in heads)
+        raise AttnxferError(
+            f"head_map='average' needs one head count to divide the other (teacher "
+            f"{num_teacher}, student {num_student}); give a list of teacher heads instead"
+        )
+    if isinstance(head_map, str):
+        try:
+            head_map = [int(h) for h in head_map.split(",")]
+        except ValueError:
+            raise AttnxferError(
+                f"head_map={head_map!r} is not 'index', 'average' or teacher head indices"
+            ) from None
+    chosen = tuple(head_map)
+    if len(chosen) != len(heads):
+        raise AttnxferError(
+            f"head_map lists {len(chosen)} teacher heads for {len(heads)} selected student heads: "
+            "give one teacher head per selected student head"
+        )
+    bad = [h for h in chosen if isinstance(h, bool) or not 0 <= h < num_teacher]
+    if bad:
+        raise AttnxferError(
+            f"head_map names teacher head {bad[0]}, but the teacher has heads 0..{num_teacher - 1}"
+        )
+    return chosen

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from . import routes as R
 from .errors import AttnxferError
 from .models import _check_tokens, spec_of
-from .selection import Spec, parse_heads, parse_layers
+from .selection import HeadMap, Spec, pair_heads, parse_heads, parse_layers
 from .vit import blocks, num_tokens
 
 log = logging.getLogger(__name__)
@@ -137,9 +137,12 @@ def mode_of(name: str) -> Mode:
 
 def canonical_transfer(transfer: dict[str, Any]) -> dict[str, Any]:
     """A transfer section with each setting in one spelling, as :class:`AttentionTransfer`
-    reads it: ``"all"`` layers or heads are ``None`` (every one), an unset weight is the mode's
-    default. Two runs whose canonical sections are equal transfer the same way."""
+    reads it: ``"all"`` layers or heads are ``None`` (every one), ``"index"`` head pairing is
+    ``None`` (the default), an unset weight is the mode's default. Two runs whose canonical
+    sections are equal transfer the same way."""
     out = dict(transfer)
+    if out.get("head_map") == "index":
+        out["head_map"] = None
     for key in ("layers", "heads"):
         if out.get(key) == "all":
             out[key] = None
@@ -160,8 +163,14 @@ class AttentionTransfer(nn.Module):
             timm model, and its state dict has plain timm keys.
         mode: one of :data:`MODES`.
         layers: which blocks transfer (``attnxfer.selection``); default all.
-        heads: which heads of those blocks transfer; default all. Student head ``j`` is paired
-            with teacher head ``j``, so selected heads must exist in the teacher too.
+        heads: which student heads of those blocks transfer; default all.
+        head_map: which teacher heads each selected student head receives
+            (:func:`attnxfer.selection.pair_heads`): ``None``/``"index"`` (head ``j`` gets
+            teacher head ``j``, the paper's pairing), ``"average"`` (groups of teacher heads
+            averaged per student head, or teacher heads shared by groups of student heads, for
+            teachers and students with different head counts) or a list of teacher heads, one
+            per selected student head. The Q, K and V modes take one teacher head per student
+            head.
         weight: multiplier of the summed layer losses (loss modes only).
         impl: how attention is computed, in transferred layers and timm's own layers alike
             (every mode): ``"auto"`` (default), ``"fused"`` (no N x N maps; PyTorch's SDPA
@@ -187,6 +196,7 @@ class AttentionTransfer(nn.Module):
         mode: str = "distill",
         layers: Spec = None,
         heads: Spec = None,
+        head_map: HeadMap = None,
         weight: float | None = None,
         impl: str | None = None,
         average: str | None = None,
@@ -207,6 +217,7 @@ class AttentionTransfer(nn.Module):
             for name, value in (
                 ("layers", layers),
                 ("heads", heads),
+                ("head_map", head_map),
                 ("weight", weight),
                 ("average", average),
             ):
@@ -214,8 +225,10 @@ class AttentionTransfer(nn.Module):
                     raise AttnxferError(f"{name}= has no effect in mode {mode!r}: leave it out")
         if not m.has_loss and weight is not None:
             raise AttnxferError(f"mode {mode!r} has no transfer loss, so weight= does not apply")
-        if m.features and heads is not None:
-            raise AttnxferError("feature_distill transfers whole features: heads= does not apply")
+        if m.features and (heads is not None or head_map is not None):
+            raise AttnxferError(
+                "feature_distill transfers whole features: heads= and head_map= do not apply"
+            )
         if average is not None and (not m.averaging or average not in AVERAGES):
             raise AttnxferError(
                 f"average={average!r} is not valid for mode {mode!r}: averaging applies to "
@@ -240,6 +253,7 @@ class AttentionTransfer(nn.Module):
         self.weight = float(weight if weight is not None else (m.default_weight or 0.0))
         self.layers: tuple[int, ...] = ()
         self.heads: tuple[int, ...] = ()
+        self.teacher_heads: tuple[int, ...] = ()  # per selected head, its group (pair_heads)
         self.links: dict[int, R.LayerLink] = {}
         self._original_attn: dict[int, nn.Module] = {}
         self._shared_drop_paths: list[R.SharedDropPath] = []
@@ -265,7 +279,7 @@ class AttentionTransfer(nn.Module):
                     f"{len(t_blocks)} blocks"
                 )
             if m.route is not None:
-                self._install_routes(s_blocks, t_blocks, heads)
+                self._install_routes(s_blocks, t_blocks, heads, head_map)
             elif self.mode.features and self.teacher.embed_dim != student.embed_dim:
                 raise AttnxferError(
                     f"feature_distill needs equal widths (teacher {self.teacher.embed_dim}, "
@@ -279,22 +293,22 @@ class AttentionTransfer(nn.Module):
     # -- construction --------------------------------------------------------------------------
 
     def _install_routes(
-        self, s_blocks: nn.Sequential, t_blocks: nn.Sequential, heads: Spec
+        self, s_blocks: nn.Sequential, t_blocks: nn.Sequential, heads: Spec, head_map: HeadMap
     ) -> None:
         s_attn, t_attn = s_blocks[0].attn, t_blocks[0].attn
         self.heads = parse_heads(heads, s_attn.num_heads)
-        if self.heads[-1] >= t_attn.num_heads:
+        self.teacher_heads = pair_heads(self.heads, s_attn.num_heads, t_attn.num_heads, head_map)
+        if self.mode.needs_same_head_dim and len(self.teacher_heads) != len(self.heads):
             raise AttnxferError(
-                f"student head {self.heads[-1]} is selected but the teacher has only "
-                f"{t_attn.num_heads} heads; student head j is paired with teacher head j, "
-                f"so select heads below {t_attn.num_heads} (heads={t_attn.num_heads})"
+                f"mode {self.mode.name!r} gives each student head one teacher head's Q, K or V: "
+                "head_map='average' with a larger teacher does not apply; give a list"
             )
         if self.mode.needs_same_head_dim and s_attn.head_dim != t_attn.head_dim:
             raise AttnxferError(
                 f"mode {self.mode.name!r} mixes teacher and student Q/K/V, which needs equal "
                 f"head dims (teacher {t_attn.head_dim}, student {s_attn.head_dim})"
             )
-        options = R.RouteOptions(self.heads, self.impl, self.average)
+        options = R.RouteOptions(self.heads, self.teacher_heads, self.impl, self.average)
         for i in self.layers:
             link = R.LayerLink()
             self.links[i] = link
@@ -436,7 +450,10 @@ class AttentionTransfer(nn.Module):
         parts = [f"mode={self.mode.name}", f"layers={_ranges(self.layers)} of {depth}"]
         if self.mode.route is not None:
             num_heads = self.student.blocks[0].attn.num_heads
-            parts += [f"heads={_ranges(self.heads)} of {num_heads}", f"impl={self.impl}"]
+            parts.append(f"heads={_ranges(self.heads)} of {num_heads}")
+            if self.teacher_heads != self.heads:
+                parts.append(f"teacher heads={list(self.teacher_heads)}")
+            parts.append(f"impl={self.impl}")
         if self.average:
             parts.append(f"average={self.average}")
         if self.mode.has_loss:
