@@ -254,6 +254,17 @@ CASES: list[Case] = [
         "head_map='average' needs one head count to divide the other",
     ),
     Case(
+        "copy between different token grids",
+        lambda t: [
+            "train",
+            *TINY,
+            "transfer.mode=copy",
+            f"teacher.source={_teacher(t)}",
+            "student.model_args={patch_size: 8}",
+        ],
+        "mode 'copy' needs the same ones",
+    ),
+    Case(
         "option that has no effect in the mode",
         lambda t: ["train", *TINY, "transfer.mode=scratch", "transfer.layers=all"],
         "has no effect in mode 'scratch'",

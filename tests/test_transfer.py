@@ -396,8 +396,15 @@ def test_bad_arguments(kwargs, message):
 
 def test_incompatible_pairs_are_refused():
     teacher = build_teacher(tiny_vit("vit"))
-    with pytest.raises(AttnxferError, match="different token counts"):
-        build_student(teacher, 3, arch="vit_tiny_patch16_224", img_size=32, patch_size=4)
+    coarser = build_student(teacher, 3, patch_size=8)  # a 3x3 grid for the teacher's 6x6
+    for mode in ("copy", "copy_q", "distill_k", "feature_distill"):
+        with pytest.raises(AttnxferError, match="mode 'distill' resamples the teacher's maps"):
+            AttentionTransfer(teacher, build_student(teacher, 3, patch_size=8), mode=mode)
+    with pytest.raises(AttnxferError, match="needs them materialised: use impl='auto'"):
+        AttentionTransfer(teacher, coarser, mode="distill", impl="fused")
+    registers = build_student(teacher, 3, patch_size=8, reg_tokens=2)
+    with pytest.raises(AttnxferError, match="have 1 and 3 class/register tokens"):
+        AttentionTransfer(teacher, registers, mode="distill")
     with pytest.raises(AttnxferError, match="needs a teacher"):
         AttentionTransfer(None, build_student(teacher, 3), mode="distill")
     deeper = tiny_vit("vit", depth=4)
@@ -506,3 +513,47 @@ def test_head_map_refusals():
         AttentionTransfer(teacher, narrow, "copy_q", head_map="average")
     with pytest.raises(AttnxferError, match="head_map= has no effect in mode 'finetune'"):
         AttentionTransfer(teacher, build_student(teacher, 5), "finetune", head_map="average")
+
+
+@pytest.mark.parametrize("patch", [8, 2])  # a coarser and a finer student grid (6x6 teacher)
+def test_distillation_across_token_grids_against_a_plain_path(float64, patch):
+    """The loss is the cross-entropy to the teacher's maps moved onto the student's grid."""
+    from attnxfer.analysis import attention_maps
+
+    teacher = build_teacher(tiny_vit("vit", seed=1, num_classes=0))
+    student = build_student(teacher, 5, patch_size=patch)
+    model = AttentionTransfer(teacher, student, "distill")
+    x = images(2, 24)
+    out = model(x)
+    assert "resampl" in model.describe()
+    side = 24 // patch
+    for i, (t, s) in enumerate(
+        zip(attention_maps(teacher, x), attention_maps(model.student, x), strict=True)
+    ):
+        target = AF.resample_map(t, 1, (6, 6), (side, side))
+        assert target.shape == s.shape
+        torch.testing.assert_close(out.layer_losses[i], -(target * s.log()).sum(-1).mean())
+    out.transfer_loss.backward()  # gradients reach the student only
+    assert student.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_resampled_maps_stay_distributions():
+    attn = torch.softmax(torch.randn(2, 3, 1 + 64, 1 + 64), dim=-1)
+    for target in ((4, 4), (8, 8), (5, 3), (16, 16)):
+        out = AF.resample_map(attn, 1, (8, 8), target)
+        n = 1 + target[0] * target[1]
+        assert out.shape == (2, 3, n, n) and (out >= 0).all()
+        torch.testing.assert_close(out.sum(-1), torch.ones(2, 3, n))
+        torch.testing.assert_close(out[:, :, 0, 0], attn[:, :, 0, 0])  # class-token mass kept
+    assert AF.resample_map(attn, 1, (8, 8), (8, 8)) is attn
+    # shrunk by 2: a coarse query's row is the mean of its 4 fine rows, each coarse key holds
+    # the mass of its 4 fine keys
+    pooled = AF.resample_map(attn, 1, (8, 8), (4, 4))
+    fine = attn[:, :, 1:, 1:].reshape(2, 3, 4, 2, 4, 2, 4, 2, 4, 2)  # q (h, h', w, w'), k ...
+    plain = fine.sum(dim=(7, 9)).mean(dim=(3, 5)).reshape(2, 3, 16, 16)
+    torch.testing.assert_close(pooled[:, :, 1:, 1:], plain)
+    # a map that attends to one patch moves its mass to where that patch lands
+    one = torch.zeros(1, 1, 65, 65)
+    one[..., 1 + 9] = 1.0  # every query on patch (1, 1) of the 8x8 grid
+    coarse = AF.resample_map(one, 1, (8, 8), (4, 4))
+    assert coarse[0, 0, :, 1 + 0].min() > 0.9  # patch (0, 0) of the 4x4 grid holds it

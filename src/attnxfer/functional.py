@@ -55,6 +55,46 @@ def average_map(attn: Tensor, over: str | None) -> Tensor:
     return attn.mean(dim=dims[over], keepdim=True).expand_as(attn)
 
 
+def resample_map(
+    attn: Tensor, prefix: int, source: tuple[int, int], target: tuple[int, int]
+) -> Tensor:
+    """A map ``[B, H, N, N]`` over ``prefix`` tokens and a ``source`` patch grid, moved onto a
+    ``target`` grid: ``[B, H, prefix + target_h * target_w, same]``.
+
+    Both axes are resampled by area (box) averaging: a target patch stands for the source
+    patches it covers. For a grid shrunk by a whole factor (patch 4 to patch 8), that is exactly
+    those patches; a grown grid repeats each source patch over the target patches inside it.
+
+    - Query axis: a target patch's row is the mean of the rows of the source patches it covers.
+      So each row stays a distribution. Prefix rows (class and register tokens) stay as they
+      are.
+    - Key axis: the mass on patch keys is resampled as a density and scaled back to the row's
+      total patch mass. The mass on prefix keys is kept. So the share of a row that goes to
+      the class token is unchanged, and mass spread evenly over the patches stays even.
+    - Rows are renormalised to sum to 1 (against rounding).
+    """
+    if tuple(source) == tuple(target):
+        return attn
+    (sh, sw), (th, tw) = source, target
+
+    def patches(x: Tensor) -> Tensor:  # [..., sh*sw] patch axis last -> [..., th*tw]
+        grid = x.reshape(-1, 1, sh, sw)
+        out = F.interpolate(grid, size=(th, tw), mode="area")
+        return out.reshape(*x.shape[:-1], th * tw)
+
+    # keys: prefix mass kept; patch mass resampled as a density, then scaled back to the
+    # row's patch mass (interpolation conserves it only approximately)
+    mass = attn[..., prefix:].sum(dim=-1, keepdim=True)
+    spread = patches(attn[..., prefix:]).clamp_min(0)
+    spread = spread * (mass / spread.sum(dim=-1, keepdim=True).clamp_min(1e-30))
+    keys = torch.cat([attn[..., :prefix], spread], dim=-1)
+    # queries: prefix rows kept, patch rows blended
+    rows = keys[:, :, prefix:].transpose(-2, -1)  # [B, H, keys, source patches]
+    blended = patches(rows).transpose(-2, -1)
+    out = torch.cat([keys[:, :, :prefix], blended], dim=2).clamp_min(0)
+    return out / out.sum(dim=-1, keepdim=True)
+
+
 def attention_cross_entropy_eager(
     t_attn: Tensor, q_s: Tensor, k_s: Tensor, scale_s: float
 ) -> Tensor:

@@ -222,6 +222,8 @@ class RouteOptions:
     teacher_heads: tuple[int, ...]  # their teacher heads: an equal-sized group per student head
     impl: str  # "auto" | "fused" | "eager"
     average: str | None = None  # teacher-map averaging ablation (eager only)
+    # distillation across token grids: (prefix tokens, teacher grid, student grid)
+    grid: tuple[int, tuple[int, int], tuple[int, int]] | None = None
 
 
 class StudentRoute(_Route):
@@ -383,6 +385,7 @@ class DistillMap(StudentRoute):
     def __init__(self, attn: nn.Module, link: LayerLink, options: RouteOptions) -> None:
         super().__init__(attn, link, options)
         self.map_loss = MAP_LOSSES[options.impl]
+        self.grid = options.grid
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
@@ -391,9 +394,15 @@ class DistillMap(StudentRoute):
             heads = TeacherQKV(self.theirs(t.q), self.theirs(t.k), t.v, t.scale)
             # per pair: CE is linear in the teacher's map, so a group's mean loss is the loss
             # to the group's average map
-            self.link.loss = self.map_loss(
-                heads, self.mine(q), self.mine(k), self.scale, self.average
-            )
+            if self.grid is None:
+                loss = self.map_loss(heads, self.mine(q), self.mine(k), self.scale, self.average)
+            else:  # another token grid: the teacher's maps, resampled (materialised)
+                t_attn = AF.resample_map(AF.attention_map(heads.q, heads.k, t.scale), *self.grid)
+                t_attn = AF.average_map(t_attn, self.average)
+                loss = AF.attention_cross_entropy_eager(
+                    t_attn, self.mine(q), self.mine(k), self.scale
+                )
+            self.link.loss = loss
         return self.own(q, k, v)
 
 

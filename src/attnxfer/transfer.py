@@ -49,9 +49,9 @@ from torch import Tensor, nn
 
 from . import routes as R
 from .errors import AttnxferError
-from .models import _check_tokens, spec_of
+from .models import spec_of
 from .selection import HeadMap, Spec, pair_heads, parse_heads, parse_layers
-from .vit import blocks, num_tokens
+from .vit import blocks, grid, num_tokens, prefix_tokens
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +265,11 @@ class AttentionTransfer(nn.Module):
         # The teacher is only kept (and moved with .to()) when a forward pass needs it.
         self.teacher = teacher if m.teacher_in_training else None
         self._converts_input = False  # see input_stats
+        self.grid: tuple[int, tuple[int, int], tuple[int, int]] | None = None  # resampled maps
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
             self._convert_inputs(input_stats)
-            _check_tokens(self.teacher, student)
+            self.grid = self._token_mapping(student, impl)
             t_blocks = blocks(self.teacher, "teacher")
             self.layers = parse_layers(layers, len(s_blocks))
             if not self.layers:
@@ -308,7 +309,7 @@ class AttentionTransfer(nn.Module):
                 f"mode {self.mode.name!r} mixes teacher and student Q/K/V, which needs equal "
                 f"head dims (teacher {t_attn.head_dim}, student {s_attn.head_dim})"
             )
-        options = R.RouteOptions(self.heads, self.teacher_heads, self.impl, self.average)
+        options = R.RouteOptions(self.heads, self.teacher_heads, self.impl, self.average, self.grid)
         for i in self.layers:
             link = R.LayerLink()
             self.links[i] = link
@@ -382,6 +383,35 @@ class AttentionTransfer(nn.Module):
         for blk, name, shared in self._teacher_drop_paths:
             setattr(blk, name, shared)
 
+    def _token_mapping(
+        self, student: nn.Module, impl: str
+    ) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
+        """``(prefix tokens, teacher grid, student grid)`` when distillation must resample the
+        teacher's maps onto the student's patch grid; ``None`` when the grids are the same.
+        Other modes need the same tokens: they are refused here."""
+        if num_tokens(self.teacher) == num_tokens(student):
+            return None
+        t_grid, s_grid = grid(self.teacher), grid(student)
+        t_pre, s_pre = prefix_tokens(self.teacher), prefix_tokens(student)
+        seen = f"teacher {t_grid[0]}x{t_grid[1]} patches, student {s_grid[0]}x{s_grid[1]}"
+        if self.mode.name != "distill":
+            raise AttnxferError(
+                f"teacher and student see different tokens ({seen}; prefix tokens {t_pre} and "
+                f"{s_pre}): mode {self.mode.name!r} needs the same ones (same image size, patch "
+                "size, class/register tokens); mode 'distill' resamples the teacher's maps"
+            )
+        if t_pre != s_pre:
+            raise AttnxferError(
+                f"teacher and student have {t_pre} and {s_pre} class/register tokens: map "
+                "resampling pairs them one to one, so give the student the teacher's"
+            )
+        if impl == "fused":
+            raise AttnxferError(
+                f"resampling the teacher's maps ({seen}) needs them materialised: use "
+                "impl='auto' or 'eager'"
+            )
+        return t_pre, t_grid, s_grid
+
     def _convert_inputs(self, input_stats: tuple | None) -> None:
         """Buffers that turn the student's normalisation into the teacher's, when they differ."""
         pre = getattr(self.teacher, "pretrained_cfg", None) or {}
@@ -454,6 +484,9 @@ class AttentionTransfer(nn.Module):
             if self.teacher_heads != self.heads:
                 parts.append(f"teacher heads={list(self.teacher_heads)}")
             parts.append(f"impl={self.impl}")
+            if self.grid is not None:
+                (th, tw), (sh, sw) = self.grid[1:]
+                parts.append(f"teacher maps resampled {th}x{tw} -> {sh}x{sw}")
         if self.average:
             parts.append(f"average={self.average}")
         if self.mode.has_loss:
