@@ -321,3 +321,40 @@ def test_step_cost_against_a_reference_file_reports_attnxfers_speedup(tmp_path):
     assert modes == ["finetune", "copy", "ref-copy", "distill", "ref-distill"]
     assert set(record["attnxfer_speedup"]) == {"copy", "distill"}
     assert all(v["median"] > 0 for v in record["attnxfer_speedup"].values())
+
+
+def test_cross_mapping_report_gives_each_student_its_own_scratch(tmp_path):
+    report = _load("cross_mapping_report")
+
+    def sweep(part, rows):
+        folder = tmp_path / "runs" / part
+        folder.mkdir(parents=True)
+        record = {"rows": rows, "command": f"attnxfer sweep {part}", "hardware": "cpu"}
+        (folder / "results.json").write_text(json.dumps(record))
+
+    def row(mean, **setting):
+        return {**setting, "mean": mean, "std": 0.0, "runs": [mean, mean]}
+
+    grid = {"student.model_args": "{patch_size: 8}"}
+    sweep(
+        "grid",
+        [
+            row(40.0, **{"transfer.mode": "scratch", **grid}),
+            row(46.5, **{"transfer.mode": "distill", **grid}),
+        ],
+    )
+    sweep("heads_scratch", [row(42.0, **{"student.model_args": "{num_heads: 2}"})])
+    sweep("heads_distill", [row(45.0, **{"transfer.head_map": "average"})])
+    assert report.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "cross_mapping.json").read_text())["rows"]
+    gains = {
+        (r["student"].split(" (")[0], r["how"].split(" (")[0]): r["gain_over_scratch"] for r in rows
+    }
+    assert gains == {
+        ("coarser grid", "scratch"): None,
+        ("coarser grid", "distill"): 6.5,
+        ("half the heads", "scratch"): None,
+        ("half the heads", "distill"): 3.0,
+    }
+    text = (tmp_path / "cross_mapping.md").read_text()
+    assert "+6.50" in text and "`attnxfer sweep grid`" in text
