@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The central result at small scale, end to end, in the order that gives evidence soonest; every
+# step is restartable and skipped once done, so run it again (each session) until it prints
+# "all done":
+#   nohup bash benchmarks/central_result.sh >> runs/central_result.log 2>&1 &
+# 1. the long CIFAR-10 MAE teacher (configs/cifar10/mae_teacher_long.yaml, 200 epochs), then
+#    its copy in teachers/cifar10-mae-d128-l4-e200/
+# 2. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student)
+# 3. the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from step 2)
+# 4. the long-tier table's seeds 1 and 2
+# 5. the teacher's model card, with its fine-tuning and scratch students from the table
+# 6. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# Steps 2-4 and 6 are `attnxfer reproduce` runs: each finished student is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+RUNS=${RUNS:-runs}
+TEACHER=teachers/cifar10-mae-d128-l4-e200
+SHIFT_TEACHER=teachers/tinyimagenet-mae-d128-l4-e100
+TABLE=$RUNS/reproduce-cpu-long
+CURVE=$RUNS/schedule-curve
+
+teacher() {  # teacher CONFIG RUN FOLDER: pre-train (or resume) once, then copy RUN/teacher
+  local config=$1 run=$2 folder=$3
+  [ -f "$folder/model.safetensors" ] && return
+  if [ ! -f "$run/summary.json" ]; then
+    attnxfer pretrain --method mae -c "$config" --resume auto
+  fi
+  mkdir -p "$folder"
+  cp -r "$run/teacher/." "$folder/"
+  echo "teacher copied to $folder"
+}
+
+step() { echo "== $(date -u +%H:%M) $*"; }
+
+step "1. CIFAR-10 MAE teacher, 200 epochs"
+teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
+step "2. long-tier table, seed 0"
+attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE"
+step "3. schedule curve, seed 0"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE"
+step "4. long-tier table, seeds 0-2"
+attnxfer reproduce --tier cpu-long --out "$TABLE"
+step "5. the teacher's card, with its fine-tuned and scratch students (seed 0)"
+downstream=("$TABLE"/*/finetune/seed0 "$TABLE"/scratch/seed0)
+attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \
+  --downstream "${downstream[@]}"
+cp "$RUNS/teachers/cifar10_mae_long/teacher/README.md" "$RUNS/teachers/cifar10_mae_long/teacher/loss.png" \
+  "$TEACHER/"
+step "6. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
+attnxfer prepare tiny-imagenet
+teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
+attnxfer reproduce --tier cpu-long --shift --out "$TABLE"
+step "all done"
