@@ -176,10 +176,12 @@ def test_mae_resume_is_exact(tmp_path):
     trainer = Trainer(cut, task=MaeTask())
     trainer.train_one_epoch()
     trainer.progress.epoch, trainer.progress.batch_in_epoch = 1, 0  # as fit() does
+    trainer.progress.seconds = 1000.0  # as if the first epoch had taken that long
     trainer.save()
     del trainer
     gc.collect()  # releases the run directory's lock, as the end of a process would
-    pretrain(load_config([], [*args, f"run.output={tmp_path / 'b'}"]), resume="auto")
+    resumed = pretrain(load_config([], [*args, f"run.output={tmp_path / 'b'}"]), resume="auto")
+    assert 1000.0 < resumed["seconds"] < 1000.0 + 600  # the time of every invocation
     a = load_file(tmp_path / "a" / "teacher" / "model.safetensors")
     b = load_file(tmp_path / "b" / "teacher" / "model.safetensors")
     assert a.keys() == b.keys()

@@ -102,6 +102,7 @@ class Progress:
     step: int = 0  # optimiser updates so far
     skipped_steps: int = 0  # non-finite steps skipped (run.nonfinite=skip)
     skipped_images: int = 0  # unreadable images dropped (data.bad_images=skip)
+    seconds: float = 0.0  # training time so far, over every invocation of a resumed run
 
 
 class Task:
@@ -193,6 +194,7 @@ class Trainer:
         # what a training step calls: compiled once, on first use, when run.compile is set
         self.step_model = torch.compile(self.ddp) if cfg.run.compile else self.ddp
         self.progress = Progress()
+        self._clock: tuple[float, float] | None = None  # set by fit()
         if ckpt is not None:
             self._restore(ckpt)
         if self.d.main:
@@ -315,6 +317,9 @@ class Trainer:
         return {**self.task.meta(self), "progress": vars(self.progress)}
 
     def save(self) -> Path | None:
+        if self._clock is not None:  # the time trained so far goes into the checkpoint
+            base, start = self._clock
+            self.progress.seconds = base + time.time() - start
         if not self.d.main:
             return None
         state = {
@@ -393,7 +398,7 @@ class Trainer:
                 self.steps_per_epoch,
                 cfg.optim.epochs,
             )
-        start = time.time()
+        self._clock = (p.seconds, time.time())  # earlier invocations' time, this one's start
         results: dict[str, Any] = {}
         while p.epoch < cfg.optim.epochs:
             self.train_one_epoch()
@@ -405,10 +410,11 @@ class Trainer:
                 if self.d.main:
                     log.info("epoch %d: %s", p.epoch, _fmt(results))
             self.save()
+        base, start = self._clock
         summary = {
             "epochs": p.epoch,
             "steps": p.step,
-            "seconds": time.time() - start,
+            "seconds": base + time.time() - start,  # all invocations of the run
             "skipped_steps": p.skipped_steps,
             "skipped_images": p.skipped_images + self.dropped_images,
             **results,
