@@ -18,7 +18,17 @@ from pathlib import Path
 from attnxfer import AttnxferError
 from attnxfer.export import read_card
 
-ORDER = ("baseline", "finetune", "supervised", "weight", "layers", "pretraining", "pretraining_ft")
+ORDER = (
+    "baseline",
+    "finetune",
+    "supervised",
+    "weight",
+    "layers",
+    "pretraining",
+    "pretraining_ft",
+    "long_layers",
+    "long_weight",
+)
 
 
 def _teacher(row: dict, result: dict) -> str:

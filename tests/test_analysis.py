@@ -1,4 +1,5 @@
-"""Analyses: JS divergence against scipy, head pairings, maps in use, counts, the commands."""
+"""Analyses: JS divergence against scipy, head pairings, maps in use, locality, counts, the
+commands."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from attnxfer.analysis import (
     count_table,
     head_costs,
     js_divergence,
+    layer_locality,
     layer_similarity,
+    map_locality,
     pair_heads,
     transfer_counts,
 )
@@ -86,6 +89,50 @@ def test_maps_in_use_and_similarity_of_copy_and_distill_students():
     assert all(b <= i + 1e-12 for b, i in zip(far["best"], far["index"], strict=True))
 
 
+def test_locality_of_maps_with_known_answers():
+    """A 2x2 grid after one class token. Head 0 attends to itself: distance 0, entropy 0.
+    Head 1 spreads evenly over the three other patches: distance (1 + 1 + sqrt 2) / 3, entropy
+    log 3. Head 2 puts half on the class token, half on itself. Head 3 is uniform over all five
+    tokens: the reference values."""
+    eye = torch.eye(4, dtype=torch.float64)
+    maps = torch.zeros(2, 4, 5, 5, dtype=torch.float64)  # two images
+    maps[:, 0, 1:, 1:] = eye
+    maps[:, 1, 1:, 1:] = (1 - eye) / 3
+    maps[:, 2, 1:, 0] = 0.5
+    maps[:, 2, 1:, 1:] = eye / 2
+    maps[:, 3] = 0.2
+    maps[:, :, 0] = 0.2  # the class token's own row is not measured
+    got = {k: v / 8 for k, v in map_locality(maps, (2, 2), prefix=1).items() if k != "queries"}
+    uniform = (8 + 4 * math.sqrt(2)) / 16  # mean over the 16 ordered pairs, self pairs too
+    expected = {
+        "distance": [0, (2 + math.sqrt(2)) / 3, 0, uniform],
+        "entropy": [0, math.log(3), math.log(2), math.log(5)],
+        "prefix": [0, 0, 0.5, 0.2],
+    }
+    for key, values in expected.items():
+        torch.testing.assert_close(got[key], torch.tensor(values, dtype=torch.float64))
+    with pytest.raises(AttnxferError, match="do not match 1 prefix tokens and a 3x3 grid"):
+        map_locality(maps, (3, 3), prefix=1)
+
+
+def test_layer_locality_averages_over_batches_and_heads():
+    teacher = tiny_vit("vit", seed=0)  # 24 px, patch 4: a 6x6 grid, a class token, 4 heads
+    x = images(4)
+    whole = layer_locality(teacher, [x])
+    split = layer_locality(teacher, [x[:1], x[1:]])
+    for key in ("distance", "entropy", "prefix"):
+        assert len(whole[key]) == len(teacher.blocks)
+        torch.testing.assert_close(torch.tensor(split[key]), torch.tensor(whole[key]))
+        for layer, heads in zip(whole[key], whole["heads"][key], strict=True):
+            assert len(heads) == 4 and layer == pytest.approx(sum(heads) / 4)
+    # a fresh ViT attends almost evenly: close to the uniform map's values, never above them
+    assert whole["max_entropy"] == pytest.approx(math.log(37))
+    assert all(math.log(37) - 0.1 < e <= math.log(37) + 1e-9 for e in whole["entropy"])
+    assert all(abs(d - whole["uniform_distance"]) < 0.2 for d in whole["distance"])
+    with pytest.raises(AttnxferError, match="no images"):
+        layer_locality(teacher, [])
+
+
 def test_transfer_counts_follow_the_formulae():
     c = transfer_counts(tiny_vit("vit"))  # 24 px, patch 4: 36 patches + class token
     assert c["tokens"] == 37 and c["heads"] == 4 and c["dim"] == 32 and c["depth"] == 3
@@ -151,6 +198,26 @@ def test_analyze_commands(tmp_path, capsys, teacher_file):
         == 0
     )
     assert sorted(p.name for p in maps.iterdir()) == ["maps_layer0.png", "maps_layer1.png"]
+    where = tmp_path / "locality"
+    assert (
+        cli(
+            "analyze",
+            "locality",
+            f"teacher={teacher_file}",
+            f"distilled={run}",
+            "--data",
+            "digits",
+            "--images",
+            "8",
+            "--out",
+            str(where),
+        )
+        == 0
+    )
+    result = json.loads((where / "locality.json").read_text())
+    assert set(result["models"]) == {"teacher", "distilled"} and result["images"] == 8
+    assert (where / "locality.png").stat().st_size > 0
+    assert "| distilled | distance |" in (where / "locality.md").read_text()
     capsys.readouterr()
     assert (
         cli(

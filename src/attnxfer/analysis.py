@@ -6,6 +6,8 @@
   between two models' maps, layer by layer, averaged over images and query tokens, with heads
   paired by index, by an optimal one-to-one assignment (Hungarian), by the best match per head,
   or after averaging over heads.
+- :func:`map_locality`, :func:`layer_locality`: how far and how widely each layer attends:
+  mean attention distance in patches, entropy, and the share that goes to class/register tokens.
 - :func:`transfer_counts`: how many numbers per image each kind of transfer moves.
 """
 
@@ -152,6 +154,72 @@ def layer_similarity(
         else:
             out[p] = [pair_heads(c / count, p) for c in costs]
     return out
+
+
+def patch_distances(grid: tuple[int, int]) -> Tensor:
+    """``[P, P]`` Euclidean distances, in patches, between the centres of a grid's patches
+    (row-major, as a ViT orders its tokens)."""
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    centres = torch.stack([rows.flatten(), cols.flatten()], dim=-1).double()
+    return torch.cdist(centres, centres)
+
+
+def map_locality(maps: Tensor, grid: tuple[int, int], prefix: int) -> dict[str, Tensor]:
+    """Per head, summed over images and the patch queries of ``maps`` ``[B, H, N, N]``
+    (``prefix`` class/register tokens, then the patches of ``grid``):
+
+    - ``distance``: mean attention distance in patches, ``sum_k p(k | q) |pos_q - pos_k|``
+      over patch keys, with the patch part of each row renormalised to sum to one (so a
+      query that attends mostly to the class token is measured by where its remainder goes);
+    - ``entropy``: the entropy of the whole row in nats (0: one token; ``log N``: uniform);
+    - ``prefix``: the share of the row on the prefix tokens.
+
+    Each is a ``[H]`` tensor of sums; divide by ``B x P`` (``queries``, also returned)."""
+    patches = grid[0] * grid[1]
+    if maps.shape[-1] != prefix + patches:
+        raise AttnxferError(
+            f"maps over {maps.shape[-1]} tokens do not match {prefix} prefix tokens and a "
+            f"{grid[0]}x{grid[1]} grid"
+        )
+    rows = maps[:, :, prefix:].double()  # patch queries only
+    on_patches = rows[..., prefix:]
+    mass = on_patches.sum(-1, keepdim=True).clamp_min(1e-12)
+    distance = (on_patches / mass * patch_distances(grid)).sum(-1)
+    entropy = -torch.xlogy(rows, rows).sum(-1)
+    return {
+        "distance": distance.sum((0, 2)),
+        "entropy": entropy.sum((0, 2)),
+        "prefix": (1 - on_patches.sum(-1)).sum((0, 2)),
+        "queries": torch.tensor(rows.shape[0] * patches, dtype=torch.float64),
+    }
+
+
+@torch.no_grad()
+def layer_locality(model: nn.Module, batches: list[Tensor]) -> dict[str, Any]:
+    """:func:`map_locality` of every layer, averaged over all images and patch queries:
+    ``{"distance" | "entropy" | "prefix": [per layer, mean over heads], "heads": {the same
+    three: [per layer: [per head]]}}``, plus ``uniform_distance`` and ``max_entropy``, the
+    values of a map that spreads evenly over all tokens (the reference line of the figure)."""
+    grid, prefix = vit.grid(model), vit.prefix_tokens(model)
+    sums: list[dict[str, Tensor]] | None = None
+    for images in batches:
+        found = [map_locality(m, grid, prefix) for m in attention_maps(model, images)]
+        sums = (
+            found
+            if sums is None
+            else [{k: s[k] + f[k] for k in s} for s, f in zip(sums, found, strict=True)]
+        )
+    if sums is None:
+        raise AttnxferError("no images to measure the attention of")
+    keys = ("distance", "entropy", "prefix")
+    heads = {k: [(s[k] / s["queries"]).tolist() for s in sums] for k in keys}
+    distances = patch_distances(grid)
+    return {
+        **{k: [sum(h) / len(h) for h in heads[k]] for k in keys},
+        "heads": heads,
+        "uniform_distance": distances.mean().item(),
+        "max_entropy": float(torch.log(torch.tensor(prefix + distances.shape[0]))),
+    }
 
 
 def transfer_counts(model: nn.Module) -> dict[str, Any]:

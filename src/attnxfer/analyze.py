@@ -1,4 +1,4 @@
-"""``attnxfer analyze similarity | maps | count``: the paper's analyses as commands.
+"""``attnxfer analyze similarity | locality | maps | count``: attention analyses as commands.
 
 Models are named by a run or checkpoint directory (a trained student, rebuilt with its teacher
 for copy modes), a teacher source (a file, ``hf-hub:`` id or timm name), or ``random:SOURCE``
@@ -139,6 +139,78 @@ def plot_similarity(r: dict[str, Any], path: Path) -> None:
             ax.set_xticks(range(len(next(iter(r["models"].values()))[pairing])))
         axes[0].set_ylabel(f"JS divergence to {r['reference']}")
         axes[-1].legend(fontsize=7)
+
+
+def locality(
+    models: list[str],
+    data: str,
+    out: Path,
+    split: str | None = None,
+    count: int = 64,
+    img_size: int | None = None,
+) -> dict[str, Any]:
+    """How far and how widely each model's layers attend (:func:`analysis.layer_locality`),
+    each model on the same images at its own input size and normalisation."""
+    result: dict[str, Any] = {"data": data, "models": {}}
+    for source in models:
+        model = load_model(source, img_size)
+        size = img_size or vit.img_size(model.model)
+        batches = image_batches(data, split, count, size, model.mean, model.std)
+        log.info("locality: %s", model.name)
+        result["images"] = sum(b.shape[0] for b in batches)
+        result["models"][model.name] = {
+            "grid": list(vit.grid(model.model)),
+            **A.layer_locality(model.model, batches),
+        }
+    write_results(out, "locality", result, locality_markdown, plot_locality)
+    return result
+
+
+LOCALITY = {
+    "distance": "mean attention distance (patches)",
+    "entropy": "entropy (nats)",
+    "prefix": "share on class/register tokens",
+}
+
+
+def locality_markdown(r: dict[str, Any]) -> str:
+    depth = max(len(m["distance"]) for m in r["models"].values())
+    head = ["model", "measure", *(f"L{i}" for i in range(depth)), "uniform map"]
+    rows = []
+    for name, m in r["models"].items():
+        for key in LOCALITY:
+            values = [f"{v:.2f}" for v in m[key]] + [""] * (depth - len(m[key]))
+            uniform = {"distance": m["uniform_distance"], "entropy": m["max_entropy"]}.get(key)
+            rows.append([name, key, *values, "" if uniform is None else f"{uniform:.2f}"])
+    lines = [
+        f"# Where attention goes, per layer ({r['images']} images of {r['data']})",
+        "",
+        "Patch queries only, averaged over images, queries and heads. "
+        + "; ".join(f"{k}: {v}" for k, v in LOCALITY.items())
+        + ". The distance is measured over the patch keys (that part of each row renormalised); "
+        "a map spread evenly over all tokens has the distance and entropy of the last column.",
+        "",
+        *table(head, rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_locality(r: dict[str, Any], path: Path) -> None:
+    with figure(path, 1, len(LOCALITY), figsize=(3.4 * len(LOCALITY) + 2.2, 3.1)) as (_, axes):
+        for ax, (key, label) in zip(axes, LOCALITY.items(), strict=True):
+            for i, (name, m) in enumerate(r["models"].items()):
+                colour = f"C{i}"
+                layers = range(len(m[key]))
+                ax.plot(layers, m[key], marker="o", color=colour, label=name)
+                for layer, heads in zip(layers, m["heads"][key], strict=True):
+                    ax.scatter([layer] * len(heads), heads, s=8, color=colour, alpha=0.4)
+                uniform = {"distance": m["uniform_distance"], "entropy": m["max_entropy"]}
+                if key in uniform:
+                    ax.axhline(uniform[key], color=colour, linestyle=":", linewidth=0.8)
+            ax.set_xlabel("layer")
+            ax.set_ylabel(label, fontsize=8)
+        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        axes[0].set_title("dots: heads; dotted: a map spread evenly", fontsize=7)
 
 
 def maps_figure(

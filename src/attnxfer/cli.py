@@ -437,7 +437,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 
 def add_analyze(sub: Subparsers) -> None:
-    parser = sub.add_parser("analyze", help="attention analyses: similarity, maps, count")
+    parser = sub.add_parser("analyze", help="attention analyses: similarity, locality, maps, count")
     analyses = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     models_help = (
         "run/checkpoint directories, teacher sources (file, hf-hub: id, timm name) or "
@@ -453,11 +453,16 @@ def add_analyze(sub: Subparsers) -> None:
         default="index,hungarian,best,averaged",
         help="head pairings, comma-separated (index, hungarian, best, averaged)",
     )
+    locality = analyses.add_parser(
+        "locality",
+        help="how far and how widely each layer attends: distance, entropy, class-token share",
+    )
+    locality.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
     maps = analyses.add_parser("maps", help="attention of query tokens over images, model by model")
     maps.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
     maps.add_argument("--layers", help="comma-separated layer indices (default all)")
     maps.add_argument("--queries", help="comma-separated patch indices (default the centre patch)")
-    for each in (similarity, maps):
+    for each in (similarity, locality, maps):
         each.add_argument(
             "--data",
             required=True,
@@ -501,6 +506,17 @@ def run_analyze(args: argparse.Namespace) -> int:
             pairings=tuple(p.strip() for p in args.pairing.split(",")),
         )
         print((Path(args.out) / "similarity.md").read_text())
+        return 0
+    if args.analysis == "locality":
+        AZ.locality(
+            args.models,
+            args.data,
+            Path(args.out),
+            split=args.split,
+            count=args.images or 64,
+            img_size=args.img_size,
+        )
+        print((Path(args.out) / "locality.md").read_text())
         return 0
     paths = AZ.maps_figure(
         args.models,
