@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import importlib
 import itertools
 import math
 import re
@@ -174,46 +175,10 @@ NOT_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string")
 GLOBAL_POOLS = ("token", "avg", "avgmax", "max", "map")
 
 
-def _modes() -> Sequence[str]:
-    from .transfer import MODES
-
-    return tuple(MODES)
-
-
-def _averages() -> Sequence[str]:
-    from .transfer import AVERAGES
-
-    return AVERAGES
-
-
-def _drop_paths() -> Sequence[str]:
-    from .transfer import DROP_PATH
-
-    return DROP_PATH
-
-
-def _impls() -> Sequence[str]:
-    from .routes import MIXES
-
-    return tuple(MIXES)
-
-
-def _datasets() -> Sequence[str]:
-    from .data import DATASETS
-
-    return DATASETS
-
-
-def _pipelines() -> Sequence[str]:
-    from .data import PIPELINES
-
-    return PIPELINES
-
-
-def _pretrain_methods() -> Sequence[str]:
-    from .pretrain import METHODS
-
-    return METHODS
+def defined_in(module: str, name: str) -> Callable[[], Sequence[str]]:
+    """The names that ``attnxfer.<module>.<name>`` lists, read when a value is first checked
+    (those modules import this one, so it cannot import them when it loads)."""
+    return lambda: tuple(getattr(importlib.import_module(f"{__package__}.{module}"), name))
 
 
 def setting(default: Any, *rules: Rule) -> Any:
@@ -281,14 +246,14 @@ class TransferConfig(Section):
     ``heads`` are checked for form here and against the teacher when the models are built."""
 
     _section: ClassVar[str] = "transfer"
-    mode: str = setting("distill", one_of(_modes))
+    mode: str = setting("distill", one_of(defined_in("transfer", "MODES")))
     layers: str | int | list | None = setting(None, LAYERS)
     heads: str | int | list | None = setting(None, HEADS)
     head_map: str | list | None = setting(None, HEAD_MAP)
     weight: float | None = setting(None, above(0))
-    impl: str | None = setting(None, one_of(_impls))
-    average: str | None = setting(None, one_of(_averages))
-    drop_path: str = setting("shared", one_of(_drop_paths))
+    impl: str | None = setting(None, one_of(defined_in("routes", "MIXES")))
+    average: str | None = setting(None, one_of(defined_in("transfer", "AVERAGES")))
+    drop_path: str = setting("shared", one_of(defined_in("transfer", "DROP_PATH")))
 
 
 @dataclass
@@ -305,7 +270,7 @@ class DataConfig(Section):
     """
 
     _section: ClassVar[str] = "data"
-    name: str = setting("digits", one_of(_datasets))
+    name: str = setting("digits", one_of(defined_in("data", "DATASETS")))
     root: str | None = setting(None, NOT_EMPTY)
     train_split: str = setting("train", NOT_EMPTY)  # sub-folder (imagefolder) or split
     train_subset: int | None = setting(None, at_least(1))  # a fixed random subset this big
@@ -314,7 +279,7 @@ class DataConfig(Section):
     img_size: int = setting(32, at_least(1))
     batch_size: int = setting(64, at_least(1))  # per process
     num_workers: int = setting(0, at_least(0))
-    pipeline: str = setting("auto", one_of(_pipelines))
+    pipeline: str = setting("auto", one_of(defined_in("data", "PIPELINES")))
     auto_augment: str | None = setting(None, TIMM_AUGMENT)  # e.g. "rand-m9-mstd0.5-inc1"
     reprob: float = setting(0.0, fraction())
     scale: list = setting([0.08, 1.0], numbers(2, fraction(open_low=True), ordered=True))
@@ -379,7 +344,7 @@ class PretrainConfig(Section):
     """
 
     _section: ClassVar[str] = "pretrain"
-    method: str = setting("mae", one_of(_pretrain_methods))
+    method: str = setting("mae", one_of(defined_in("pretrain", "METHODS")))
     mask_ratio: float = setting(0.75, fraction(open_low=True, open_high=True))
     norm_pix_loss: bool = True
     decoder_dim: int = setting(128, at_least(1))
