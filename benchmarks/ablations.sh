@@ -2,11 +2,16 @@
 # The paper's ablations at small scale: each is one `attnxfer sweep` over the CPU-tier student
 # recipe with the committed CIFAR-10 MAE teacher (3 seeds). Each writes results.{json,md,png}
 # into runs/ablations/<name>/; restart the script and finished cells are skipped. RECIPE, TEACHER,
-# SEEDS and OUT (the folder instead of runs/ablations) may be set in the environment.
+# SEEDS, OUT (the folder instead of runs/ablations) and TABLE (the main table's runs to reuse)
+# may be set in the environment.
 #   bash benchmarks/ablations.sh [name ...]      # default: all of them, in this order
-# A cell identical to a finished run of `attnxfer reproduce --tier cpu` (runs/reproduce-cpu) or of
-# another ablation is taken from it, not trained again (`attnxfer sweep --reuse`): the baseline
-# row of each ablation (every layer, every head, lambda 3, the full map) is the main table's run.
+#   RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
+#     TABLE=runs/reproduce-cpu-long OUT=runs/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers
+#                                                # the same on the long tier (about 20 min a cell)
+# A cell identical to a finished run of `attnxfer reproduce` (TABLE, default runs/reproduce-cpu)
+# or of another ablation is taken from it, not trained again (`attnxfer sweep --reuse`): the
+# baseline row of each ablation (every layer, every head, lambda 3, the full map) is the main
+# table's run.
 # Cost on a 2-core CPU: about 2 minutes per cell (a cell is one seed of one setting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +19,10 @@ RECIPE=${RECIPE:-configs/cifar10/student_cpu.yaml}
 TEACHER=${TEACHER:-teachers/cifar10-mae-d128-l4/model.safetensors}
 SEEDS=${SEEDS:-0,1,2}
 OUT=${OUT:-runs/ablations}
+TABLE=${TABLE:-runs/reproduce-cpu}
 COPY_RECIPE=optim.layer_decay=0.75  # the copy rows of the main table use it (as the reference)
 reuse=()
-for dir in runs/reproduce-cpu "$OUT"; do
+for dir in "$TABLE" "$OUT"; do
   [ -d "$dir" ] && reuse+=(--reuse "$dir")
 done
 declare -A TITLES=(

@@ -9,8 +9,10 @@
 # 3. the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from step 2)
 # 4. the long-tier table's seeds 1 and 2
 # 5. the teacher's model card, with its fine-tuning and scratch students from the table
-# 6. the long Tiny-ImageNet teacher and the table's distribution-shift rows
-# Steps 2-4 and 6 are `attnxfer reproduce` runs: each finished student is kept.
+# 6. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
+# 7. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# Steps 2-4 and 7 are `attnxfer reproduce` runs and step 6 `attnxfer sweep` runs: each finished
+# student is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -47,7 +49,10 @@ attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d
   --downstream "${downstream[@]}"
 cp "$RUNS/teachers/cifar10_mae_long/teacher/README.md" "$RUNS/teachers/cifar10_mae_long/teacher/loss.png" \
   "$TEACHER/"
-step "6. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
+step "6. ablations on the long recipe, seed 0"
+RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$TABLE \
+  OUT=$RUNS/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers heads what_distill
+step "7. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
 attnxfer reproduce --tier cpu-long --shift --out "$TABLE"
