@@ -22,6 +22,7 @@ from attnxfer.cli import main
 from attnxfer.config import load_config
 from attnxfer.engine import Trainer
 from attnxfer.export import read_card
+from attnxfer.runtime import autocast, resolve_amp
 
 
 def test_small_run_end_to_end(tmp_path, teacher_file):
@@ -413,6 +414,21 @@ def test_bf16_autocast_on_cpu(tmp_path, teacher_file):
     assert summary["skipped_steps"] == 0 and all(
         x["transfer"] > 0 for x in lines if "transfer" in x
     )
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch, tmp_path, native):
+    """run.amp=auto trains in bf16 on a CPU with bf16 in hardware and in float32 elsewhere
+    (emulated bf16 matmuls are many times slower than float32)."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    over = [*TINY_STUDENT, "transfer.mode=scratch", "run.amp=auto", f"run.output={tmp_path / 'r'}"]
+    cfg = load_config([], over)
+    trainer = Trainer(cfg)
+    assert trainer.amp == ("bf16" if native else "none")
+    with autocast(trainer.d.device, cfg.run.amp):
+        assert torch.is_autocast_enabled("cpu") == native
+    assert resolve_amp(torch.device("cpu"), "bf16") == "bf16"  # an explicit choice stays
 
 
 def test_gradient_accumulation_equals_bigger_batch(tmp_path):

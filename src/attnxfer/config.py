@@ -323,7 +323,8 @@ class RunConfig(Section):
     output: str = setting("runs/default", NOT_EMPTY)
     seed: int = setting(0, Rule(lambda v: 0 <= v < 2**32, "in [0, 2**32)"))
     device: str = setting("auto", one_of(("auto", "cpu", "cuda")))
-    amp: str = setting("none", one_of(("none", "bf16", "fp16")))
+    # auto: bf16 where the device has it in hardware, else none (runtime.resolve_amp)
+    amp: str = setting("none", one_of(("auto", "none", "bf16", "fp16")))
     compile: bool = False  # torch.compile the training forward (pays off on long runs)
     ema_decay: float | None = setting(None, fraction(open_low=True, open_high=True))
     eval_every: int = setting(1, at_least(1))  # epochs

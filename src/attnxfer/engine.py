@@ -44,7 +44,7 @@ from .data import (
 from .errors import AttnxferError
 from .inference import evaluate
 from .models import spec_of
-from .runtime import all_reduce, autocast, setup_distributed
+from .runtime import all_reduce, autocast, native_bf16, resolve_amp, setup_distributed
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class Classification(Task):
         return {"task": task, "transfer": out.transfer_loss.float()}, out.logits
 
     def validate(self, trainer: Trainer) -> dict[str, float]:
-        return evaluate(trainer.model, trainer.val_loader, trainer.d, trainer.cfg.run.amp)
+        return evaluate(trainer.model, trainer.val_loader, trainer.d, trainer.amp)
 
     def meta(self, trainer: Trainer) -> dict[str, Any]:
         mode = trainer.model.mode
@@ -174,7 +174,16 @@ class Trainer:
         self.d = setup_distributed(cfg.run.device)
         ckpt = self._find_checkpoint(resume)  # checks only: nothing is written before the
         # data and models below have been built, so a bad input leaves no half-made run
-        autocast(self.d.device, cfg.run.amp)  # refuse a bad run.amp before anything is written
+        self.amp = resolve_amp(self.d.device, cfg.run.amp)
+        autocast(self.d.device, self.amp)  # refuse a bad run.amp before anything is written
+        if cfg.run.amp == "auto":
+            log.info("run.amp=auto: %s on %s", self.amp, self.d.device)
+        elif self.amp == "bf16" and not native_bf16(self.d.device):
+            log.warning(
+                "run.amp=bf16: this %s has no bfloat16 in hardware, so matmuls are emulated and "
+                "much slower than float32; run.amp=auto picks the fast one",
+                self.d.device.type,
+            )
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
         random_seed(cfg.run.seed, self.d.rank)  # torch, numpy (timm's Mixup) and random
@@ -251,7 +260,7 @@ class Trainer:
             cfg, self.trained, effective, self.steps_per_epoch
         )
         self.ema = ModelEmaV3(self.trained, decay=cfg.run.ema_decay) if cfg.run.ema_decay else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.run.amp == "fp16")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
 
     def _build_objective(self) -> None:
         """Mixup/CutMix and the classification criterion that matches them."""
@@ -496,7 +505,7 @@ class Trainer:
                 images, targets = self.mixup(images, targets)
             sync = micro == accum - 1 or d.world == 1
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
-            with ctx, autocast(d.device, cfg.run.amp):
+            with ctx, autocast(d.device, self.amp):
                 parts, logits = self.task.losses(self.step_model, images, targets, self.criterion)
                 loss = sum(parts.values())
             flags = all_reduce([float(not torch.isfinite(loss))], d)

@@ -203,7 +203,7 @@ class MaeTask(Task):
         for batch in trainer.val_loader:
             images = batch.images.to(d.device)
             noise = torch.rand(images.shape[0], n, device=d.device, generator=gen)
-            with autocast(d.device, trainer.cfg.run.amp):
+            with autocast(d.device, trainer.amp):
                 loss, _, _ = model(images, noise)
             total += loss.item() * images.shape[0]
             count += images.shape[0]

@@ -54,13 +54,35 @@ def all_reduce(values: list[float], d: Dist) -> list[float]:
     return t.tolist()
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: a GPU that supports it, or a
+    CPU with AVX512-BF16 or AMX. Elsewhere oneDNN emulates bfloat16 and a matmul is many times
+    slower than in float32 (14x at the CPU tier's sizes on an AVX2-only AMD EPYC)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, private
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_amp(device: torch.device, amp: str) -> str:
+    """``run.amp=auto`` becomes ``bf16`` where :func:`native_bf16` holds, else ``none``; any
+    other value is kept."""
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(device) else "none"
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """``run.amp``: none, bf16 (CPU and GPU) or fp16 (GPU) autocast."""
+    """``run.amp``: none, bf16 (CPU and GPU) or fp16 (GPU) autocast; ``auto`` as
+    :func:`resolve_amp` says."""
+    amp = resolve_amp(device, amp)
     if amp == "none":
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     if dtype is None:
-        raise AttnxferError(f"run.amp={amp!r} is unknown: use none, bf16 or fp16")
+        raise AttnxferError(f"run.amp={amp!r} is unknown: use auto, none, bf16 or fp16")
     if dtype is torch.float16 and device.type != "cuda":
         raise AttnxferError("run.amp=fp16 needs a GPU; use run.amp=bf16 on CPU")
     return torch.autocast(device.type, dtype=dtype)
