@@ -488,7 +488,7 @@ class Trainer:
 
     def _accumulate(self, batches, accum: int) -> dict[str, Any]:
         """Forward and backward ``accum`` micro-batches; gradients sync on the last one."""
-        cfg, d, p = self.cfg, self.d, self.progress
+        d, p = self.d, self.progress
         sums: dict[str, float] = {"loss": 0.0}
         correct, scored, images_seen = 0.0, 0, 0
         nonfinite = False
