@@ -5,8 +5,7 @@
 #   nohup bash benchmarks/central_result.sh >> runs/central_result.log 2>&1 &
 # 1. the long CIFAR-10 MAE teacher (configs/cifar10/mae_teacher_long.yaml, 200 epochs), then
 #    its copy in teachers/cifar10-mae-d128-l4-e200/
-# 2. the schedule curve's two short lengths, 0.4 and 2 epochs, seed 0 (about 20 minutes: the
-#    first evidence)
+# 2. the schedule curve's shorter lengths, 0.4, 2 and 5 epochs, seed 0 (the first evidence)
 # 3. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
 #    the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from the table)
 # 4. the long-tier table's seeds 1 and 2
@@ -39,8 +38,8 @@ step() { echo "== $(date -u +%H:%M) $*"; }
 
 step "1. CIFAR-10 MAE teacher, 200 epochs"
 teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
-step "2. schedule curve, 0.4 and 2 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2 --seeds 0 --out "$CURVE"
+step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE"
 step "3. long-tier table, seed 0, and the schedule curve to 10 epochs"
 attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE"

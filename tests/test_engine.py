@@ -414,6 +414,7 @@ def test_bf16_autocast_on_cpu(tmp_path, teacher_file):
     assert summary["skipped_steps"] == 0 and all(
         x["transfer"] > 0 for x in lines if "transfer" in x
     )
+    assert summary["amp"] == "bf16"
 
 
 @pytest.mark.parametrize("native", [True, False])

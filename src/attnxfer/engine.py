@@ -426,6 +426,7 @@ class Trainer:
             "seconds": base + time.time() - start,  # all invocations of the run
             "skipped_steps": p.skipped_steps,
             "skipped_images": p.skipped_images + self.dropped_images,
+            "amp": self.amp,  # the precision trained in (run.amp=auto resolves per machine)
             **results,
         }
         if self.d.main:
