@@ -22,6 +22,10 @@ TEACHER=teachers/cifar10-mae-d128-l4-e200
 SHIFT_TEACHER=teachers/tinyimagenet-mae-d128-l4-e100
 TABLE=$RUNS/reproduce-cpu-long
 CURVE=$RUNS/schedule-curve
+# records of runs finished in earlier checkouts (benchmarks/keep_finished.py), taken, not retrained
+KEPT=docs/results/runs
+kept=()
+[ -d "$KEPT" ] && kept=(--reuse "$KEPT")
 
 teacher() {  # teacher CONFIG RUN FOLDER: pre-train (or resume) once, then copy RUN/teacher
   local config=$1 run=$2 folder=$3
@@ -39,10 +43,11 @@ step() { echo "== $(date -u +%H:%M) $*"; }
 step "1. CIFAR-10 MAE teacher, 200 epochs"
 teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
 step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}"
 step "3. long-tier table, seed 0, and the schedule curve to 10 epochs"
 attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE" \
+  "${kept[@]}"
 step "4. long-tier table, seeds 0-2"
 attnxfer reproduce --tier cpu-long --out "$TABLE"
 step "5. the teacher's card, with its fine-tuned and scratch students (seed 0)"
