@@ -39,8 +39,8 @@ def fmt(r: dict[str, float]) -> str:
 
 
 def cpu_name() -> str:
-    """The processor's model name and its bfloat16/AMX instruction sets (``/proc/cpuinfo`` on
-    Linux), else the platform's word."""
+    """The processor's model name and its vector, bfloat16 and AMX instruction sets
+    (``/proc/cpuinfo`` on Linux), else the platform's word."""
     try:
         with open("/proc/cpuinfo") as f:
             info = f.read()
@@ -49,5 +49,5 @@ def cpu_name() -> str:
     lines = info.splitlines()
     name = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "CPU")
     flags = next((x.split(":", 1)[1].split() for x in lines if x.startswith("flags")), [])
-    extra = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    extra = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return f"{name} ({', '.join(extra)})" if extra else name
