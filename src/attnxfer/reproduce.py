@@ -223,6 +223,24 @@ def length_overrides(epochs: float, train_images: int) -> list[str]:
     return [*passes, f"optim.warmup_epochs={warmup}"]
 
 
+def curve_cell(
+    tier: Tier, teacher: str, epochs: float, method: str, seed: int, overrides: list[str] = ()
+) -> Cell:
+    """The run behind one point of the curve: ``method`` trained for ``epochs``
+    (:func:`length_overrides`), in the folder ``e{epochs}/{method}/seed{seed}``."""
+    return Cell(
+        name=f"e{epochs:g}/{method}/seed{seed}",
+        configs=[tier.config],
+        overrides=[
+            f"teacher.source={teacher}",
+            *METHOD_OVERRIDES[method],
+            f"run.seed={seed}",
+            *overrides,
+            *length_overrides(epochs, tier.train_images),
+        ],
+    )
+
+
 def schedule_curve(
     tier_name: str,
     out: Path,
@@ -246,26 +264,17 @@ def schedule_curve(
     teacher = teacher or tier.teacher
     _check_teachers([teacher])
     found = finished_runs(list(reuse))
-    # every length checked before anything trains
-    plan = {e: length_overrides(e, tier.train_images) for e in sorted(set(lengths))}
+    lengths = sorted(set(lengths))
+    for epochs in lengths:  # every length checked before anything trains
+        length_overrides(epochs, tier.train_images)
     start = time.time()
     points = []
-    for epochs, extra in plan.items():
+    for epochs in lengths:
         values: dict[str, list[float]] = {}
         steps, seconds = set(), 0.0
         for method in CURVE_METHODS:
             for seed in seeds:
-                cell = Cell(
-                    name=f"e{epochs:g}/{method}/seed{seed}",
-                    configs=[tier.config],
-                    overrides=[
-                        f"teacher.source={teacher}",
-                        *METHOD_OVERRIDES[method],
-                        f"run.seed={seed}",
-                        *overrides,
-                        *extra,
-                    ],
-                )
+                cell = curve_cell(tier, teacher, epochs, method, seed, overrides)
                 log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
                 summary = run_cell(cell, out, found)
                 values.setdefault(method, []).append(summary["val_top1"])
