@@ -22,7 +22,9 @@ TEACHER=teachers/cifar10-mae-d128-l4-e200
 SHIFT_TEACHER=teachers/tinyimagenet-mae-d128-l4-e100
 TABLE=$RUNS/reproduce-cpu-long
 CURVE=$RUNS/schedule-curve
-# records of runs finished in earlier checkouts (benchmarks/keep_finished.py), taken, not retrained
+# records of runs finished in earlier checkouts, taken, not trained again; after a session:
+#   python benchmarks/keep_finished.py runs/schedule-curve docs/results/runs/schedule-curve
+#   python benchmarks/keep_finished.py runs/reproduce-cpu-long docs/results/runs/reproduce-cpu-long
 KEPT=docs/results/runs
 kept=()
 [ -d "$KEPT" ] && kept=(--reuse "$KEPT")
@@ -45,11 +47,11 @@ teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" 
 step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}"
 step "3. long-tier table, seed 0, and the schedule curve to 10 epochs"
-attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE"
+attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE" \
   "${kept[@]}"
 step "4. long-tier table, seeds 0-2"
-attnxfer reproduce --tier cpu-long --out "$TABLE"
+attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}"
 step "5. the teacher's card, with its fine-tuned and scratch students (seed 0)"
 downstream=("$TABLE"/*/finetune/seed0 "$TABLE"/scratch/seed0)
 attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \

@@ -525,9 +525,9 @@ CASES: list[Case] = [
         "is not valid: use whole epochs",
     ),
     Case(
-        "--reuse given to the table instead of the curve",
-        lambda t: ["reproduce", "--reuse", str(t), "--out", str(t / "r")],
-        "--reuse applies to --curve only",
+        "reproduce --reuse of a folder that does not exist",
+        lambda t: ["reproduce", "--reuse", str(t / "kept"), "--out", str(t / "r")],
+        "no such folder; give a folder of finished runs",
     ),
     Case(
         "prepare of an unknown data set",

@@ -10,7 +10,7 @@ from helpers import TINY_STUDENT, cli
 from attnxfer.config import load_config
 from attnxfer.errors import AttnxferError
 from attnxfer.report import mean_std
-from attnxfer.sweep import Cell, grid_cells, parse_grid, run_cell, run_identity
+from attnxfer.sweep import Cell, grid_cells, keep_records, parse_grid, run_cell, run_identity
 
 
 def test_grid_is_a_product_with_readable_names():
@@ -148,6 +148,21 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     md = (out / "results.md").read_text()
     assert "| distill |" in md and "Hardware:" in md
     assert "attnxfer reproduce" in md
+
+    # the runs' records, kept without weights, give the same table in another folder
+    kept = tmp_path / "kept"
+    assert len(keep_records(out, kept)) == 2 * len(R.METHODS)
+    assert not list(kept.rglob("*.safetensors"))
+    again = [a if a != str(out) else str(tmp_path / "again") for a in args]
+    assert cli(*again, "--reuse", str(kept)) == 0
+    assert (tmp_path / "again" / "cifar10_mae" / "distill" / "seed1").is_symlink()
+    second = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert second["rows"] == report["rows"]
+    # an ensemble with no record and no weights is refused, not guessed
+    (kept / "cifar10_mae" / "distill" / "seed0" / "ensemble.json").unlink()
+    third = [a if a != str(out) else str(tmp_path / "third") for a in args]
+    assert cli(*third, "--reuse", str(kept)) == 2
+    assert "needs both models' checkpoints" in capsys.readouterr().err
 
 
 def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file):

@@ -78,15 +78,16 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _reuse_argument(parser: argparse.ArgumentParser, when: str) -> None:
-    """``--reuse DIR`` (sweep, reproduce --curve): finished runs that identical cells take."""
+def _reuse_argument(parser: argparse.ArgumentParser) -> None:
+    """``--reuse DIR`` (sweep, reproduce): finished runs that identical cells take."""
     parser.add_argument(
         "--reuse",
         action="append",
         default=[],
         metavar="DIR",
-        help=f"{when}folder of finished runs (another sweep, a reproduce table): a cell whose "
-        "resolved config equals one of them takes its result instead of training; repeatable",
+        help="folder of finished runs (another sweep, a reproduce table, kept records): a cell "
+        "whose resolved config equals one of them takes its result instead of training; "
+        "repeatable",
     )
 
 
@@ -345,7 +346,7 @@ def add_sweep(sub: Subparsers) -> None:
     parser.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
     parser.add_argument("--metric", default="val_top1", help="summary key to tabulate (val_top1)")
     parser.add_argument("--title")
-    _reuse_argument(parser, "")
+    _reuse_argument(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
 
 
@@ -394,7 +395,7 @@ def add_reproduce(sub: Subparsers) -> None:
         "gap recovered) at these training lengths, in epochs of the full training set (a share "
         "below 1 is one pass over that share), into OUT/schedule_curve.{json,md,png}",
     )
-    _reuse_argument(parser, "with --curve: ")
+    _reuse_argument(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
 
 
@@ -416,8 +417,6 @@ def run_reproduce(args: argparse.Namespace) -> int:
         )
         print((Path(args.out) / "schedule_curve.md").read_text())
         return 0
-    if args.reuse:
-        raise AttnxferError("--reuse applies to --curve only")
     reproduce(
         args.tier,
         Path(args.out),
@@ -427,6 +426,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         teacher=args.teacher,
         shift_teacher=args.shift_teacher,
         cache=args.cache,
+        reuse=[Path(r) for r in args.reuse],
         command=args.command_line,
     )
     print((Path(args.out) / "results.md").read_text())

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import checkpoint as C
 from .errors import AttnxferError
 from .report import figure, gap_recovered, hardware, mean_std, pm, summarise, table, write_results
 from .sweep import Cell, run_cell
@@ -143,15 +144,20 @@ def reproduce(
     teacher: str | None = None,
     shift_teacher: str | None = None,
     cache: str = "~/.cache/attnxfer",
+    reuse: list[Path] = (),
     command: str = "",
 ) -> dict[str, Any]:
-    from .inference import evaluate_models
+    """Train (or take) every cell of the table, then write ``results.{json,md,png}``. A cell
+    identical to a finished run under a ``reuse`` folder is taken, not trained again (e.g. the
+    records :mod:`benchmarks.keep_finished` keeps of an earlier checkout's runs)."""
+    from .sweep import finished_runs
 
     tier = _tier(tier_name)
     seeds = list(seeds or tier.seeds)
     teacher = teacher or tier.teacher
     paths = [teacher] + ([shift_teacher or tier.shift_teacher] if shift else [])
     _check_teachers(paths)
+    found = finished_runs(list(reuse))
     start = time.time()
     cells = _cells(tier, teacher, "cifar10_mae", METHODS, seeds, list(overrides))
     if shift:
@@ -159,16 +165,11 @@ def reproduce(
     results: dict[tuple[str, str], list[float]] = {}
     for i, cell in enumerate(cells, 1):
         log.info("reproduce: run %d/%d (%s)", i, len(cells), cell.name)
-        summary = run_cell(cell, out)
+        summary = run_cell(cell, out, found)
         key = (cell.labels["teacher"], cell.labels["method"])
         results.setdefault(key, []).append(summary["val_top1"])
 
-    # the ensemble of the fine-tuned and the distilled model of each seed
-    ens = []
-    for seed in seeds:
-        runs = [out / "cifar10_mae" / m / f"seed{seed}" for m in ("finetune", "distill")]
-        r = evaluate_models(runs, ensemble=True, batch_size=256)
-        ens.append(r["ensemble"]["val"]["top1"])
+    ens = [ensemble_top1(out / "cifar10_mae", seed) for seed in seeds]
     scratch = mean_std(results[("cifar10_mae", "scratch")])[0]
     finetune = mean_std(results[("cifar10_mae", "finetune")])[0]
     rows = []
@@ -197,6 +198,32 @@ def reproduce(
     report["train_seconds"] = _train_seconds(out)
     write_results(out, "results", report, markdown, plot)
     return report
+
+
+def ensemble_top1(table: Path, seed: int) -> float:
+    """Top-1 of the ensemble of one seed's fine-tuned and distilled models (their softmax
+    outputs averaged), recorded in the distilled run's ``ensemble.json`` with both members'
+    own top-1, so that the records of the two runs, kept without their weights, still give it.
+    A record whose members' top-1 differ from the runs' (a member trained again) is recomputed."""
+    from .inference import evaluate_models
+
+    runs = [table / m / f"seed{seed}" for m in ("finetune", "distill")]
+    members = [json.loads((r / "summary.json").read_text())["val_top1"] for r in runs]
+    record = runs[1] / "ensemble.json"
+    if record.is_file():
+        kept = json.loads(record.read_text())
+        if kept["members_top1"] == members:
+            return kept["top1"]
+    if not all(C.list_checkpoints(r) for r in runs):
+        raise AttnxferError(
+            f"the ensemble of {runs[0]} and {runs[1]} needs both models' checkpoints (their "
+            "records hold no weights): train them again in one folder, e.g. without --reuse"
+        )
+    top1 = evaluate_models(runs, ensemble=True, batch_size=256)["ensemble"]["val"]["top1"]
+    record.write_text(
+        json.dumps({"members": [str(r) for r in runs], "members_top1": members, "top1": top1})
+    )
+    return top1
 
 
 #: the rows of the schedule curve

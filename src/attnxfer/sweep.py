@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -70,6 +71,29 @@ def finished_runs(roots: list[Path]) -> dict[str, Path]:
                 continue  # written by an older or newer attnxfer with other keys
             found.setdefault(run_identity(resolved), path.parent)
     return found
+
+
+#: what :func:`keep_records` keeps of a finished run: its config, summary and metrics, and the
+#: results recorded beside them (an ensemble with it, corrupted-set accuracies); no weights
+RECORDS = ("config.yaml", "summary.json", "metrics.jsonl", "ensemble.json", "corruptions.json")
+
+
+def keep_records(src: Path, dest: Path) -> list[Path]:
+    """Copy the :data:`RECORDS` of every finished run under ``src`` (not links to other runs)
+    to the same relative place under ``dest``, where :func:`finished_runs` finds them; records
+    already there are left as they are. Returns the folders written."""
+    kept = []
+    for summary in sorted(Path(src).rglob("summary.json")):
+        run = summary.parent
+        if not (run / "config.yaml").is_file() or (dest / run.relative_to(src)).exists():
+            continue
+        target = dest / run.relative_to(src)
+        target.mkdir(parents=True)
+        for name in RECORDS:
+            if (run / name).is_file():
+                shutil.copy2(run / name, target / name)
+        kept.append(target)
+    return kept
 
 
 def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> dict[str, Any]:
