@@ -18,10 +18,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-from rounds import cpu_name, fmt, interleave, ratio
+from rounds import fmt, interleave, ratio
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attnxfer import functional as AF
+from attnxfer.report import cpu_name
 
 
 def layer(tokens: int, impl: str, batch: int, heads: int, dim: int, device: str, steps: int):

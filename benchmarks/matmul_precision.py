@@ -16,8 +16,9 @@ import argparse
 import time
 
 import torch
-from rounds import cpu_name, fmt, interleave, ratio
+from rounds import fmt, interleave, ratio
 
+from attnxfer.report import cpu_name
 from attnxfer.runtime import native_bf16, resolve_amp
 
 SHAPES = {"qkv 128->384": (128, 384), "fc1 128->512": (128, 512), "fc2 512->128": (512, 128)}

@@ -7,7 +7,6 @@ those per-round ratios is reported with its spread (min and max over rounds).
 
 from __future__ import annotations
 
-import platform
 import statistics
 from collections.abc import Callable
 
@@ -36,18 +35,3 @@ def ratio(values: dict[str, list[float]], num: str, den: str) -> dict[str, float
 
 def fmt(r: dict[str, float]) -> str:
     return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
-
-
-def cpu_name() -> str:
-    """The processor's model name and its vector, bfloat16 and AMX instruction sets
-    (``/proc/cpuinfo`` on Linux), else the platform's word."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor() or platform.machine()
-    lines = info.splitlines()
-    name = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "CPU")
-    flags = next((x.split(":", 1)[1].split() for x in lines if x.startswith("flags")), [])
-    extra = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(extra)})" if extra else name

@@ -33,7 +33,9 @@ import sys
 import time
 from pathlib import Path
 
-from rounds import cpu_name, fmt, interleave, ratio
+from rounds import fmt, interleave, ratio
+
+from attnxfer.report import cpu_name
 
 CONFIGS = [
     ("finetune", None),

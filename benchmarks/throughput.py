@@ -34,10 +34,11 @@ import time
 from pathlib import Path
 
 import torch
-from rounds import cpu_name, fmt, interleave, ratio
+from rounds import fmt, interleave, ratio
 
 from attnxfer.config import load_config
 from attnxfer.engine import Trainer
+from attnxfer.report import cpu_name
 from attnxfer.reproduce import METHOD_OVERRIDES
 
 PARTS = ("step", "data", "e2e", "steady")

@@ -17,6 +17,20 @@ from pathlib import Path
 from typing import Any
 
 
+def cpu_name() -> str:
+    """The processor's model name and its vector, bfloat16 and AMX instruction sets (they decide
+    what ``run.amp=auto`` picks and how fast a step is), from ``/proc/cpuinfo`` on Linux, else
+    the platform's word."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "CPU")
+    flags = next((x.split(":", 1)[1].split() for x in lines if x.startswith("flags")), [])
+    extra = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(extra)})" if extra else name
+
+
 def hardware() -> str:
     """The machine in one line, for results tables."""
     import torch
@@ -24,13 +38,7 @@ def hardware() -> str:
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         return f"{name} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only"
+    return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
