@@ -34,6 +34,48 @@ def test_fused_cross_entropy_matches_eager(shape, dtype, tol):
         assert _rel(a, b) < tol
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("teacher", ["map", "averaged"])
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_attend_and_distill_matches_the_plain_composition(shape, teacher, dtype, tol):
+    """Output, loss and the gradients of q, k and v, from both the output and the loss: equal
+    to the student's own attention beside the eager cross-entropy."""
+    q_t, k_t, q_s, k_s = _qk(shape, dtype)
+    v = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    v.requires_grad_()
+    average = None if teacher == "map" else "queries"
+    t_attn = AF.average_map(AF.attention_map(q_t, k_t, 0.4), average)
+    s = 0.7 * shape[-1] ** -0.5
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+
+    def objective(out, loss):  # both outputs reach the gradient, with unequal weights
+        return (out * w).sum() + 3.0 * loss
+
+    out, loss = AF.attend_and_distill(q_s, k_s, v, t_attn, s)
+    plain_out = AF.attention_map(q_s, k_s, s) @ v
+    plain_loss = AF.attention_cross_entropy_eager(t_attn, q_s, k_s, s)
+    assert _rel(out, plain_out) < tol and _rel(loss, plain_loss) < tol
+    grads = torch.autograd.grad(objective(out, loss), (q_s, k_s, v))
+    plain = torch.autograd.grad(objective(plain_out, plain_loss), (q_s, k_s, v))
+    for a, b in zip(grads, plain, strict=True):
+        assert _rel(a, b) < tol
+
+
+def test_attend_and_distill_under_bf16_autocast():
+    """Under bfloat16 autocast: the output in bfloat16, the loss in float32, both close to
+    float32 (bfloat16 matmuls)."""
+    q_t, k_t, q_s, k_s = _qk((2, 4, 65, 32), torch.float32)
+    v = torch.randn(2, 4, 65, 32, requires_grad=True)
+    t_attn = AF.attention_map(q_t, k_t, 0.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, loss = AF.attend_and_distill(q_s, k_s, v, t_attn, 0.2)
+    ref_out, ref_loss = AF.attend_and_distill(q_s, k_s, v, t_attn, 0.2)
+    assert out.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    assert _rel(out.float(), ref_out) < 2e-2 and _rel(loss, ref_loss) < 1e-2
+    (out.float().sum() + loss).backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q_s, k_s, v))
+
+
 def test_lse_is_chunked_but_exact(monkeypatch):
     q_t, k_t, q_s, k_s = _qk((2, 2, 33, 8), torch.float64)
     whole = AF.attention_cross_entropy_fused(q_t, k_t, 0.3, q_s, k_s, 0.3)

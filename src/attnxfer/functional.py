@@ -106,6 +106,61 @@ def attention_cross_entropy_eager(
     return -(t_attn * log_p).sum(dim=-1).mean()
 
 
+class _AttendAndDistill(torch.autograd.Function):
+    """A layer's own attention and its distillation loss from one materialised map.
+
+    Forward: ``logits = q k^T s``, ``P_s = softmax(logits)``, ``out = P_s v`` and
+    ``CE = mean_{b,h,q} -sum_k t[b,h,q,k] log P_s[b,h,q,k]``, where
+    ``-sum_k t log P_s = LSE(logits) sum_k t - sum_k t logits``. The logits are multiplied once
+    and only ``P_s`` and ``t`` are kept for the backward pass; the plain composition
+    (:func:`attention_map` for the output, :func:`attention_cross_entropy_eager` for the loss)
+    multiplies ``q k^T`` twice and keeps ``log P_s`` as well.
+
+    Backward, with ``G = dL/dout`` and ``c = dL/dCE / (B H N)``:
+    ``dlogits = P_s * (G v^T - rowsum(P_s * G v^T)) + c (P_s sum_k t - t)``, then
+    ``dq = s dlogits k``, ``dk = s dlogits^T q``, ``dv = P_s^T G``. Maps and the softmax are
+    at least float32; the matmuls run in the inputs' dtype (bfloat16 under autocast).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, t_attn: Tensor, scale: float):
+        wide = torch.promote_types(q.dtype, torch.float32)  # maps and softmax: >= float32
+        logits = ((q * scale) @ k.transpose(-2, -1)).to(wide)  # [B, H, N, N]
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # [B, H, N, 1]
+        t = t_attn.to(wide)
+        mass = t.sum(dim=-1, keepdim=True)  # 1 per row, up to rounding
+        loss = (lse * mass - (t * logits).sum(dim=-1, keepdim=True)).mean()
+        p = logits.sub_(lse).exp_()  # P_s, in the logits' storage
+        out = p.to(v.dtype) @ v  # [B, H, N, D]
+        ctx.save_for_backward(q, k, v, p, t, mass)
+        ctx.scale = scale
+        return out, loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor, grad_loss: Tensor):
+        q, k, v, p, t, mass = ctx.saved_tensors
+        s = ctx.scale
+        grad_v = p.to(v.dtype).transpose(-2, -1) @ grad_out.to(v.dtype)  # [B, H, N, D]
+        d_p = (grad_out.to(v.dtype) @ v.transpose(-2, -1)).to(p.dtype)  # [B, H, N, N]
+        d_logits = p * (d_p - (p * d_p).sum(dim=-1, keepdim=True))
+        c = grad_loss.to(p.dtype) / (p.numel() // p.shape[-1])  # d loss / d CE_row
+        d_logits += c * (p * mass - t)
+        d_logits = d_logits.to(q.dtype)
+        grad_q = (d_logits @ k) * s
+        grad_k = (d_logits.transpose(-2, -1) @ q) * s
+        return grad_q, grad_k, grad_v, None, None
+
+
+def attend_and_distill(
+    q: Tensor, k: Tensor, v: Tensor, t_attn: Tensor, scale: float
+) -> tuple[Tensor, Tensor]:
+    """``(attention_map(q, k, scale) @ v, attention_cross_entropy_eager(t_attn, q, k, scale))``
+    with one logits product and one map kept for the backward pass (:class:`_AttendAndDistill`).
+    ``t_attn`` gets no gradient."""
+    return _AttendAndDistill.apply(q, k, v, t_attn.detach(), scale)
+
+
 # ---------------------------------------------------------------------------------------------
 # fused path
 

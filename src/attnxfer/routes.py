@@ -356,53 +356,53 @@ class CopyV(StudentRoute):
         return self.merge(out, q, k, v)
 
 
-def _fused_map_loss(t: TeacherQKV, q_s: Tensor, k_s: Tensor, scale: float, average: None) -> Tensor:
-    return AF.attention_cross_entropy_fused(t.q, t.k, t.scale, q_s, k_s, scale)
-
-
-def _eager_map_loss(
-    t: TeacherQKV, q_s: Tensor, k_s: Tensor, scale: float, average: str | None
-) -> Tensor:
-    t_attn = AF.average_map(AF.attention_map(t.q, t.k, t.scale), average)  # [B, H, N, N]
-    return AF.attention_cross_entropy_eager(t_attn, q_s, k_s, scale)
-
-
-def _auto_map_loss(
-    t: TeacherQKV, q_s: Tensor, k_s: Tensor, scale: float, average: str | None
-) -> Tensor:
-    eager = average is not None or prefers_eager(q_s.device, q_s.shape[-2])
-    loss = _eager_map_loss if eager else _fused_map_loss
-    return loss(t, q_s, k_s, scale, average)
-
-
-#: ``loss(teacher heads, q_s, k_s, student scale, average) -> scalar``, by implementation.
-MAP_LOSSES = {"auto": _auto_map_loss, "fused": _fused_map_loss, "eager": _eager_map_loss}
-
-
 class DistillMap(StudentRoute):
-    """Own attention; records CE(teacher map, student map) over the selected heads."""
+    """Own attention; records CE(teacher map, student map) over the selected heads.
+
+    Three ways to the same loss: fused (no ``N x N`` map, :func:`AF.attention_cross_entropy_fused`);
+    the teacher's map materialised, with the student's own attention and the loss computed from
+    one logits product (:func:`AF.attend_and_distill`), when this layer attends through
+    materialised maps anyway and every head is distilled from its own teacher head; otherwise
+    the teacher's map and :func:`AF.attention_cross_entropy_eager` beside the own attention.
+    Averaged and resampled teacher maps are always materialised."""
 
     def __init__(self, attn: nn.Module, link: LayerLink, options: RouteOptions) -> None:
         super().__init__(attn, link, options)
-        self.map_loss = MAP_LOSSES[options.impl]
+        self.impl = options.impl
         self.grid = options.grid
+        self.one_to_one = self.all_heads and self.group == 1
+
+    def _eager_maps(self, q: Tensor) -> bool:
+        """Does this layer attend through materialised maps (``impl``, and for ``auto`` the
+        device and token count)?"""
+        return self.impl == "eager" or (
+            self.impl == "auto" and prefers_eager(q.device, q.shape[-2])
+        )
 
     def attend(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
         t = self.link.teacher
-        if t is not None:  # no teacher at inference: only the student is needed
-            heads = TeacherQKV(self.theirs(t.q), self.theirs(t.k), t.v, t.scale)
+        if t is None:  # no teacher at inference: only the student is needed
+            return self.own(q, k, v)
+        q_t, k_t = self.theirs(t.q), self.theirs(t.k)  # [B, pairs, N_t, D]
+        eager = self._eager_maps(q)
+        if self.grid is None and self.average is None and not eager:
             # per pair: CE is linear in the teacher's map, so a group's mean loss is the loss
             # to the group's average map
-            if self.grid is None:
-                loss = self.map_loss(heads, self.mine(q), self.mine(k), self.scale, self.average)
-            else:  # another token grid: the teacher's maps, resampled (materialised)
-                t_attn = AF.resample_map(AF.attention_map(heads.q, heads.k, t.scale), *self.grid)
-                t_attn = AF.average_map(t_attn, self.average)
-                loss = AF.attention_cross_entropy_eager(
-                    t_attn, self.mine(q), self.mine(k), self.scale
-                )
-            self.link.loss = loss
+            self.link.loss = AF.attention_cross_entropy_fused(
+                q_t, k_t, t.scale, self.mine(q), self.mine(k), self.scale
+            )
+            return self.own(q, k, v)
+        t_attn = AF.attention_map(q_t, k_t, t.scale)  # [B, pairs, N_t, N_t]
+        if self.grid is not None:  # another token grid: the teacher's maps, resampled
+            t_attn = AF.resample_map(t_attn, *self.grid)  # [B, pairs, N, N]
+        t_attn = AF.average_map(t_attn, self.average)
+        if eager and self.one_to_one and self.dropout_p() == 0:
+            out, self.link.loss = AF.attend_and_distill(q, k, v, t_attn, self.scale)
+            return out
+        self.link.loss = AF.attention_cross_entropy_eager(
+            t_attn, self.mine(q), self.mine(k), self.scale
+        )
         return self.own(q, k, v)
 
 
