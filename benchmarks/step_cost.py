@@ -236,6 +236,11 @@ def main() -> None:
         help="the reference implementation's file defining DualVisionTransformer: compare "
         "attnxfer against it (needs --layers end_layer:-K)",
     )
+    p.add_argument(
+        "--only",
+        help="comma-separated configurations to time beside fine-tuning, MODE or MODE:IMPL "
+        "(default: all), e.g. copy,distill,distill:fused",
+    )
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -271,6 +276,13 @@ def main() -> None:
         return run
 
     configs = REFERENCE_CONFIGS if args.reference else CONFIGS
+    if args.only:
+        wanted = {tuple(c.split(":")) if ":" in c else (c, None) for c in args.only.split(",")}
+        unknown = wanted - set(configs)
+        if unknown:
+            names = ", ".join(m if i is None else f"{m}:{i}" for m, i in configs)
+            raise SystemExit(f"--only: unknown configuration(s) {sorted(unknown)}; choose {names}")
+        configs = [c for c in configs if c in wanted or c == ("finetune", None)]
     if args.reference:
         _end_layer(args.layers)
     times = interleave({f"{m}:{i}": measure(m, i) for m, i in configs}, args.rounds)
