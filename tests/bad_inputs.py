@@ -530,6 +530,11 @@ CASES: list[Case] = [
         "no such folder; give a folder of finished runs",
     ),
     Case(
+        "reproduce --finished-only for the table",
+        lambda t: ["reproduce", "--finished-only", "--out", str(t / "r")],
+        "--finished-only applies to --curve",
+    ),
+    Case(
         "prepare of an unknown data set",
         lambda t: ["prepare", "imagenet-21k", "--cache", str(t / "c")],
         "unknown data set",

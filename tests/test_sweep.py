@@ -200,6 +200,20 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file):
     second = json.loads((again / "schedule_curve.json").read_text())
     assert second["points"] == report["points"]
 
+    # --finished-only: the curve as far as it has come, nothing trained
+    kept = tmp_path / "kept"
+    keep_records(out, kept)
+    (kept / "e1" / "finetune" / "seed0" / "summary.json").unlink()
+    partial = tmp_path / "partial"
+    assert cli(*args, "--out", str(partial), "--reuse", str(kept), "--finished-only") == 0
+    assert not list(partial.rglob("config.yaml"))  # no run started
+    third = json.loads((partial / "schedule_curve.json").read_text())
+    assert third["points"][0] == report["points"][0]
+    assert "finetune" not in third["points"][1]["methods"]
+    assert third["points"][1]["gap_recovered"] == {"copy": None, "distill": None}
+    assert "not finished yet" in (partial / "schedule_curve.md").read_text()
+    assert cli(*args, "--out", str(tmp_path / "none"), "--finished-only") == 2
+
 
 @pytest.mark.parametrize("bad", ["2.5", "0", "-1"])
 def test_curve_lengths_are_whole_epochs_or_a_share_of_one(bad, tmp_path, capsys):

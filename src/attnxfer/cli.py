@@ -395,6 +395,11 @@ def add_reproduce(sub: Subparsers) -> None:
         "gap recovered) at these training lengths, in epochs of the full training set (a share "
         "below 1 is one pass over that share), into OUT/schedule_curve.{json,md,png}",
     )
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="with --curve: train nothing; draw the curve from the runs finished so far",
+    )
     _reuse_argument(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
 
@@ -413,10 +418,13 @@ def run_reproduce(args: argparse.Namespace) -> int:
             overrides=args.overrides,
             teacher=args.teacher,
             reuse=[Path(r) for r in args.reuse],
+            finished_only=args.finished_only,
             command=args.command_line,
         )
         print((Path(args.out) / "schedule_curve.md").read_text())
         return 0
+    if args.finished_only:
+        raise AttnxferError("--finished-only applies to --curve; the table needs every run")
     reproduce(
         args.tier,
         Path(args.out),

@@ -149,7 +149,7 @@ def reproduce(
 ) -> dict[str, Any]:
     """Train (or take) every cell of the table, then write ``results.{json,md,png}``. A cell
     identical to a finished run under a ``reuse`` folder is taken, not trained again (e.g. the
-    records :mod:`benchmarks.keep_finished` keeps of an earlier checkout's runs)."""
+    records :func:`attnxfer.sweep.keep_records` keeps of an earlier checkout's runs)."""
     from .sweep import finished_runs
 
     tier = _tier(tier_name)
@@ -276,13 +276,18 @@ def schedule_curve(
     overrides: list[str] = (),
     teacher: str | None = None,
     reuse: list[Path] = (),
+    finished_only: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
     """Top-1 of :data:`CURVE_METHODS` and the gap copy and distillation recover, at each training
     length of ``lengths`` (see :func:`length_overrides`), over ``seeds``; restartable like the
     table. A run identical to a finished one under a ``reuse`` folder (e.g. the tier's table at
-    its own length) is taken, not trained again. Writes ``schedule_curve.{json,md,png}``."""
-    from .sweep import finished_runs
+    its own length) is taken, not trained again. Writes ``schedule_curve.{json,md,png}``.
+
+    ``finished_only``: train nothing; report the runs that have finished (a point's method over
+    the seeds that finished, a gap only where its scratch and fine-tune rows are there), so a
+    curve still being trained can be shown as far as it has come."""
+    from .sweep import finished_cell, finished_runs
 
     tier = _tier(tier_name)
     if not lengths:
@@ -302,23 +307,37 @@ def schedule_curve(
         for method in CURVE_METHODS:
             for seed in seeds:
                 cell = curve_cell(tier, teacher, epochs, method, seed, overrides)
-                log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
-                summary = run_cell(cell, out, found)
+                if finished_only:
+                    summary = finished_cell(cell, out, found)
+                    if summary is None:
+                        continue
+                else:
+                    log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
+                    summary = run_cell(cell, out, found)
                 values.setdefault(method, []).append(summary["val_top1"])
                 steps.add(summary["steps"])
                 seconds += summary["seconds"]
+        if not values:
+            continue
         row = {m: summarise(v) for m, v in values.items()}
-        scratch, finetune = row["scratch"]["mean"], row["finetune"]["mean"]
+        gaps = {m: None for m in ("copy", "distill")}
+        if "scratch" in row and "finetune" in row:
+            scratch, finetune = row["scratch"]["mean"], row["finetune"]["mean"]
+            gaps.update(
+                {m: gap_recovered(row[m]["mean"], scratch, finetune) for m in gaps if m in row}
+            )
         points.append(
             {
                 "epochs": epochs,
                 "steps": max(steps),
                 "train_seconds": seconds,
                 "methods": row,
-                "gap_recovered": {
-                    m: gap_recovered(row[m]["mean"], scratch, finetune) for m in ("copy", "distill")
-                },
+                "gap_recovered": gaps,
             }
+        )
+    if not points:
+        raise AttnxferError(
+            f"no finished run of the curve in {out}: train it without --finished-only"
         )
     report = {
         "tier": tier_name,
@@ -328,6 +347,7 @@ def schedule_curve(
         "seeds": seeds,
         "train_images": tier.train_images,
         "points": points,
+        "finished_only": finished_only,
         "hardware": hardware(),
         "command": command,
         "wall_seconds_this_invocation": time.time() - start,
@@ -353,7 +373,7 @@ def curve_markdown(r: dict[str, Any]) -> str:
                 [
                     f"{p['epochs']:g}",
                     p["steps"],
-                    *(pm(p["methods"][m]) for m in CURVE_METHODS),
+                    *(pm(p["methods"][m]) if m in p["methods"] else "" for m in CURVE_METHODS),
                     *(_percent(p["gap_recovered"][m]) for m in ("copy", "distill")),
                 ]
                 for p in r["points"]
@@ -363,7 +383,13 @@ def curve_markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"A length below 1 epoch is one pass over that share of the {r['train_images']:,} "
-        "training images (a fixed random subset); warm-up is 10% of every schedule.",
+        "training images (a fixed random subset); warm-up is 10% of every schedule."
+        + (
+            " **The runs finished so far** (`--finished-only`): a blank cell is a run not "
+            "finished yet, and a length's rows may stand on fewer seeds than the others."
+            if r.get("finished_only")
+            else ""
+        ),
         "",
         f"Command: `{r['command']}`  ",
         f"Hardware: {r['hardware']}  ",
@@ -383,9 +409,11 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
     steps = [p["steps"] for p in points]
     with figure(path, 1, 2, figsize=(10, 3.6)) as (_, axes):
         for m in CURVE_METHODS:
-            means = [p["methods"][m]["mean"] for p in points]
-            stds = [p["methods"][m]["std"] for p in points]
-            axes[0].errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=m)
+            have = [p for p in points if m in p["methods"]]
+            means = [p["methods"][m]["mean"] for p in have]
+            stds = [p["methods"][m]["std"] for p in have]
+            at = [p["steps"] for p in have]
+            axes[0].errorbar(at, means, yerr=stds, marker="o", capsize=3, label=m)
         axes[0].set_ylabel("CIFAR-10 top-1 (%)")
         axes[1].axhline(100, color="grey", lw=0.8, ls="--")
         axes[1].axhline(0, color="black", lw=0.8)

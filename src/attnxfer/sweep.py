@@ -96,6 +96,18 @@ def keep_records(src: Path, dest: Path) -> list[Path]:
     return kept
 
 
+def finished_cell(
+    cell: Cell, root: Path, reuse: dict[str, Path] | None = None
+) -> dict[str, Any] | None:
+    """The summary of ``cell`` if it has finished under ``root`` or has an identical finished
+    run in ``reuse``; None otherwise. Trains nothing and writes nothing."""
+    summary = root / cell.name / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())
+    same = (reuse or {}).get(run_identity(load_config(cell.configs, cell.overrides).to_dict()))
+    return None if same is None else json.loads((same / "summary.json").read_text())
+
+
 def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> dict[str, Any]:
     """Train ``cell`` under ``root`` unless it is finished; returns its ``summary.json``.
 
