@@ -83,7 +83,7 @@ VALUES: dict[str, list] = {
     "run.output": [""],  # the test names the run directory itself
     "run.seed": [0, 7, -1, 2**32],
     "run.device": ["auto", "cpu", "cuda", "tpu"],
-    "run.amp": ["none", "bf16", "fp16", "fp8"],
+    "run.amp": ["auto", "none", "bf16", "fp16", "fp8"],
     "run.compile": [False, "yes"],
     "run.ema_decay": [None, 0.99, 1.5, 0],
     "run.eval_every": [1, 0],
