@@ -413,21 +413,29 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
             means = [p["methods"][m]["mean"] for p in have]
             stds = [p["methods"][m]["std"] for p in have]
             at = [p["steps"] for p in have]
-            axes[0].errorbar(at, means, yerr=stds, marker="o", capsize=3, label=m)
+            color = f"C{CURVE_METHODS.index(m)}"  # one colour per method in both panels
+            axes[0].errorbar(at, means, yerr=stds, marker="o", capsize=3, label=m, color=color)
         axes[0].set_ylabel("CIFAR-10 top-1 (%)")
         axes[1].axhline(100, color="grey", lw=0.8, ls="--")
         axes[1].axhline(0, color="black", lw=0.8)
         for m in ("copy", "distill"):
             gaps = [p["gap_recovered"][m] for p in points]
             axes[1].plot(
-                steps, [float("nan") if g is None else g for g in gaps], marker="o", label=m
+                steps,
+                [float("nan") if g is None else g for g in gaps],
+                marker="o",
+                label=m,
+                color=f"C{CURVE_METHODS.index(m)}",
             )
         axes[1].set_ylabel("scratch-to-fine-tune gap recovered (%)")
         for ax in axes:
             ax.set_xscale("log")
             ax.set_xlabel("optimiser steps")
             ax.legend(fontsize=8)
-        axes[0].set_title(f"attnxfer, {r['tier']} tier, {len(r['seeds'])} seeds", fontsize=10)
+        seeds = len(r["seeds"])
+        axes[0].set_title(
+            f"attnxfer, {r['tier']} tier, {seeds} seed{'s' if seeds > 1 else ''}", fontsize=10
+        )
 
 
 def _train_seconds(out: Path) -> float:
