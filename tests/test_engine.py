@@ -493,13 +493,16 @@ def test_normalisation_comes_from_the_teacher():
 def test_compiled_training_follows_the_eager_run(tmp_path, teacher_file):
     """run.compile=true trains through torch.compile (a distilled student, so the teacher's
     early stop and the route kernels are compiled too) and ends where the eager run ends, up to
-    the compiler's float rounding."""
+    the compiler's float rounding. Five SGD steps: Adam's first steps turn rounding-sized
+    gradient differences into lr-sized updates (sign(g)), and longer runs let them grow
+    chaotically (45 AdamW steps: 1% to 5% apart by seed and code path, up to 100%)."""
     runs = {}
     for compiled in (False, True):
         out = tmp_path / f"compile-{compiled}"
         args = [*TINY_STUDENT, f"teacher.source={teacher_file}", "data.batch_size=64"]
+        args += ["data.train_subset=320", "optim.opt=sgd", "optim.lr=0.05"]  # 5 steps
         assert cli("train", *args, f"run.compile={str(compiled).lower()}", f"run.output={out}") == 0
         runs[compiled] = _final_weights(out)
     a, b = runs[False], runs[True]
     worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item() for k in a)
-    assert 0 <= worst < 2e-2, worst  # 45 steps of float rounding apart (another seed: ~1)
+    assert 0 <= worst < 1e-4, worst
