@@ -220,3 +220,13 @@ def test_curve_lengths_are_whole_epochs_or_a_share_of_one(bad, tmp_path, capsys)
     assert cli("reproduce", "--curve", bad, "--out", str(tmp_path / "c")) == 2
     assert "is not valid: use whole epochs" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_reports_name_their_teacher():
+    """A curve or table from another teacher (--teacher) must not be titled as the MAE one."""
+    from attnxfer.reproduce import TIERS, teacher_label
+
+    tier = TIERS["cpu-long"]
+    assert teacher_label(tier, tier.teacher) == "MAE teacher"
+    assert teacher_label(tier, "../data/vit_sup.safetensors") == "teacher vit_sup"
+    assert teacher_label(tier, "teachers/dino-d128/model.safetensors") == "teacher dino-d128"

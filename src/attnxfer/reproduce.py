@@ -126,6 +126,15 @@ def _tier(name: str) -> Tier:
     return tier
 
 
+def teacher_label(tier: Tier, teacher: str) -> str:
+    """How a report names its teacher: the tier's own is the CIFAR-10 MAE teacher, any other goes
+    by its file (the folder's name for a ``.../model.safetensors``)."""
+    if teacher == tier.teacher:
+        return "MAE teacher"
+    path = Path(teacher)
+    return f"teacher {path.parent.name if path.stem == 'model' else path.stem}"
+
+
 def _check_teachers(paths: list[str]) -> None:
     for path in paths:
         if not Path(path).is_file():
@@ -185,6 +194,7 @@ def reproduce(
         "tier": tier_name,
         "tier_note": tier.note,
         "teacher": teacher,
+        "teacher_label": teacher_label(tier, teacher),
         "config": tier.config,
         "overrides": list(overrides),
         "seeds": seeds,
@@ -342,6 +352,7 @@ def schedule_curve(
     report = {
         "tier": tier_name,
         "teacher": teacher,
+        "teacher_label": teacher_label(tier, teacher),
         "config": tier.config,
         "overrides": list(overrides),
         "seeds": seeds,
@@ -359,7 +370,7 @@ def schedule_curve(
 
 def curve_markdown(r: dict[str, Any]) -> str:
     lines = [
-        f"# Schedule curve ({r['tier']} tier): CIFAR-10, MAE teacher",
+        f"# Schedule curve ({r['tier']} tier): CIFAR-10, {r.get('teacher_label', 'MAE teacher')}",
         "",
         f"Teacher `{r['teacher']}`; student recipe `{r['config']}`"
         + (f" with `{' '.join(r['overrides'])}`" if r["overrides"] else "")
@@ -434,7 +445,9 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
             ax.legend(fontsize=8)
         seeds = len(r["seeds"])
         axes[0].set_title(
-            f"attnxfer, {r['tier']} tier, {seeds} seed{'s' if seeds > 1 else ''}", fontsize=10
+            f"attnxfer, {r['tier']} tier, {r.get('teacher_label', 'MAE teacher')}, "
+            f"{seeds} seed{'s' if seeds > 1 else ''}",
+            fontsize=10,
         )
 
 
@@ -485,7 +498,8 @@ def _shift(out: Path, results: dict, seeds: list[int], teacher: str, cache: Path
 def markdown(r: dict[str, Any]) -> str:
     n = len(r["seeds"])
     lines = [
-        f"# Small-scale reproduction ({r['tier']} tier): CIFAR-10, MAE teacher",
+        f"# Small-scale reproduction ({r['tier']} tier): CIFAR-10, "
+        f"{r.get('teacher_label', 'MAE teacher')}",
         "",
         f"Teacher `{r['teacher']}`; student recipe `{r['config']}`"
         + (f" with `{' '.join(r['overrides'])}`" if r["overrides"] else "")

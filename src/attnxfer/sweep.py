@@ -104,8 +104,14 @@ def finished_cell(
     summary = root / cell.name / "summary.json"
     if summary.is_file():
         return json.loads(summary.read_text())
-    same = (reuse or {}).get(run_identity(load_config(cell.configs, cell.overrides).to_dict()))
+    same = _identical_run(cell, reuse)
     return None if same is None else json.loads((same / "summary.json").read_text())
+
+
+def _identical_run(cell: Cell, reuse: dict[str, Path] | None) -> Path | None:
+    """The finished run in ``reuse`` whose resolved config equals ``cell``'s, if any; a bad cell
+    fails here (its config does not load), before anything runs."""
+    return (reuse or {}).get(run_identity(load_config(cell.configs, cell.overrides).to_dict()))
 
 
 def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> dict[str, Any]:
@@ -124,8 +130,7 @@ def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> di
         out.unlink()  # the reused run is gone: never train into another run's directory
     if summary.is_file():
         return json.loads(summary.read_text())
-    config = load_config(cell.configs, cell.overrides)  # a bad cell fails here, before any run
-    same = (reuse or {}).get(run_identity(config.to_dict()))
+    same = _identical_run(cell, reuse)
     if same is not None and not out.exists():
         log.info("%s: identical to the finished run %s; not trained again", cell.name, same)
         out.parent.mkdir(parents=True, exist_ok=True)
