@@ -6,13 +6,15 @@
 # 1. the long CIFAR-10 MAE teacher (configs/cifar10/mae_teacher_long.yaml, 200 epochs), then
 #    its copy in teachers/cifar10-mae-d128-l4-e200/
 # 2. the schedule curve's shorter lengths, 0.4, 2 and 5 epochs, seed 0 (the first evidence)
-# 3. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
+# 3. the same curve with the supervised CIFAR-10 ViT of ../shared/data as teacher (a diagnostic:
+#    a teacher whose maps suit the task), 0.4, 2 and 5 epochs, seed 0
+# 4. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
 #    the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from the table)
-# 4. the long-tier table's seeds 1 and 2
-# 5. the teacher's model card, with its fine-tuning and scratch students from the table
-# 6. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
-# 7. the long Tiny-ImageNet teacher and the table's distribution-shift rows
-# Steps 2-4 and 7 are `attnxfer reproduce` runs and step 6 `attnxfer sweep` runs: each finished
+# 5. the long-tier table's seeds 1 and 2
+# 6. the teacher's model card, with its fine-tuning and scratch students from the table
+# 7. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
+# 8. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# Steps 2-5 and 8 are `attnxfer reproduce` runs and step 7 `attnxfer sweep` runs: each finished
 # student is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +24,10 @@ TEACHER=teachers/cifar10-mae-d128-l4-e200
 SHIFT_TEACHER=teachers/tinyimagenet-mae-d128-l4-e100
 TABLE=$RUNS/reproduce-cpu-long
 CURVE=$RUNS/schedule-curve
+SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
 # records of runs finished in earlier checkouts, taken, not trained again; after a session:
 #   python benchmarks/keep_finished.py runs/schedule-curve docs/results/runs/schedule-curve
+#   python benchmarks/keep_finished.py runs/schedule-curve-supervised docs/results/runs/schedule-curve-supervised
 #   python benchmarks/keep_finished.py runs/reproduce-cpu-long docs/results/runs/reproduce-cpu-long
 KEPT=docs/results/runs
 kept=()
@@ -46,22 +50,25 @@ step "1. CIFAR-10 MAE teacher, 200 epochs"
 teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
 step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}"
-step "3. long-tier table, seed 0, and the schedule curve to 10 epochs"
+step "3. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
+  --out "$CURVE-supervised" "${kept[@]}"
+step "4. long-tier table, seed 0, and the schedule curve to 10 epochs"
 attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE" \
   "${kept[@]}"
-step "4. long-tier table, seeds 0-2"
+step "5. long-tier table, seeds 0-2"
 attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}"
-step "5. the teacher's card, with its fine-tuned and scratch students (seed 0)"
+step "6. the teacher's card, with its fine-tuned and scratch students (seed 0)"
 downstream=("$TABLE"/*/finetune/seed0 "$TABLE"/scratch/seed0)
 attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \
   --downstream "${downstream[@]}"
 cp "$RUNS/teachers/cifar10_mae_long/teacher/README.md" "$RUNS/teachers/cifar10_mae_long/teacher/loss.png" \
   "$TEACHER/"
-step "6. ablations on the long recipe, seed 0"
+step "7. ablations on the long recipe, seed 0"
 RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$TABLE \
   OUT=$RUNS/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers heads what_distill
-step "7. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
+step "8. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
 attnxfer reproduce --tier cpu-long --shift --out "$TABLE"
