@@ -358,3 +358,42 @@ def test_cross_mapping_report_gives_each_student_its_own_scratch(tmp_path):
     }
     text = (tmp_path / "cross_mapping.md").read_text()
     assert "+6.50" in text and "`attnxfer sweep grid`" in text
+
+
+def _curve(label: str, distill: float, config: str = "r.yaml") -> dict:
+    point = {
+        "epochs": 2,
+        "steps": 780,
+        "methods": {
+            "scratch": {"mean": 40.0},
+            "finetune": {"mean": 60.0},
+            "distill": {"mean": distill},
+        },
+        "gap_recovered": {"copy": None, "distill": 100 * (distill - 40) / 20},
+    }
+    return {
+        "tier": "cpu-long",
+        "config": config,
+        "overrides": [],
+        "teacher": f"{label}.safetensors",
+        "teacher_label": label,
+        "seeds": [0],
+        "points": [point],
+        "hardware": "cpu",
+    }
+
+
+def test_curve_teachers_puts_each_teachers_gap_side_by_side(tmp_path):
+    import pytest
+
+    bench = _load("curve_teachers")
+    record = bench.combine([_curve("MAE teacher", 35.0), _curve("teacher sup", 55.0)])
+    md = bench.markdown(record)
+    assert "| MAE teacher | 780 | 40.00 | 60.00 |  | 35.00 |  | -25% |" in md
+    assert "| teacher sup | 780 | 40.00 | 60.00 |  | 55.00 |  | +75% |" in md
+    bench.plot(record, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="different recipes"):
+        bench.combine([_curve("a", 1.0), _curve("b", 1.0, config="other.yaml")])
+    with pytest.raises(SystemExit, match="same teacher"):
+        bench.combine([_curve("a", 1.0), _curve("a", 2.0)])
