@@ -6,13 +6,16 @@ recipe, another ``--teacher``); every teacher keeps its own scratch and fine-tun
 scratch student takes its teacher's architecture.
 
     python benchmarks/curve_teachers.py docs/results/schedule_curve.json \\
-        docs/results/schedule_curve_supervised.json --out docs/results/schedule_curve_teachers
+        docs/results/schedule_curve_supervised.json --labels "MAE (200 ep),supervised" \\
+        --out docs/results/schedule_curve_teachers
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +24,16 @@ from attnxfer.report import figure, table, write_results
 METHODS = ("copy", "distill")
 
 
-def combine(curves: list[dict[str, Any]]) -> dict[str, Any]:
-    """One record of every curve's points, labelled by teacher; refuses curves of different
-    tiers, recipes or overrides (their gaps would not be comparable)."""
+def combine(curves: list[dict[str, Any]], labels: list[str] | None = None) -> dict[str, Any]:
+    """One record of every curve's points, labelled by teacher (``labels``, or as each curve
+    names its teacher); refuses curves of different tiers, recipes or overrides (their gaps
+    would not be comparable)."""
     recipes = {(c["tier"], c["config"], tuple(c["overrides"])) for c in curves}
     if len(recipes) > 1:
         raise SystemExit(f"curves of different recipes cannot share a figure: {sorted(recipes)}")
-    labels = [c.get("teacher_label", "MAE teacher") for c in curves]
+    if labels is not None and len(labels) != len(curves):
+        raise SystemExit(f"--labels has {len(labels)} names for {len(curves)} curves: one each")
+    labels = labels or [c.get("teacher_label", "MAE teacher") for c in curves]
     if len(set(labels)) < len(labels):
         raise SystemExit(f"two curves have the same teacher ({labels}): pass each teacher once")
     return {
@@ -83,6 +89,7 @@ def markdown(r: dict[str, Any]) -> str:
         "Curves: "
         + "; ".join(f"{t['label']} `{t['teacher']}` (seeds {t['seeds']})" for t in r["teachers"]),
         "",
+        *([f"Command: `{r['command']}`  "] if "command" in r else []),
         f"Hardware: {' / '.join(r['hardware'])}",
         "",
     ]
@@ -104,6 +111,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
                     label=t["label"],
                 )
             ax.set_xscale("log")
+            steps = sorted({p["steps"] for t in r["teachers"] for p in t["points"]})
+            ax.set_xticks(steps, [f"{s:,}" for s in steps])
+            ax.minorticks_off()
             ax.set_xlabel("optimiser steps")
             ax.set_title(f"attention {method}", fontsize=10)
             ax.legend(fontsize=8)
@@ -114,11 +124,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("curves", nargs="+", type=Path, help="schedule_curve.json files")
     p.add_argument("--out", type=Path, required=True, help="write OUT.{json,md,png}")
+    p.add_argument("--labels", help="comma-separated names of the teachers, one per curve")
     args = p.parse_args()
     missing = [str(c) for c in args.curves if not c.is_file()]
     if missing:
         raise SystemExit(f"no such curve: {', '.join(missing)}; make it with attnxfer reproduce")
-    record = combine([json.loads(c.read_text()) for c in args.curves])
+    labels = args.labels.split(",") if args.labels else None
+    record = combine([json.loads(c.read_text()) for c in args.curves], labels)
+    record["command"] = shlex.join(["python", "benchmarks/curve_teachers.py", *sys.argv[1:]])
     write_results(args.out.parent, args.out.name, record, markdown, plot)
     print(markdown(record))
 

@@ -397,3 +397,7 @@ def test_curve_teachers_puts_each_teachers_gap_side_by_side(tmp_path):
         bench.combine([_curve("a", 1.0), _curve("b", 1.0, config="other.yaml")])
     with pytest.raises(SystemExit, match="same teacher"):
         bench.combine([_curve("a", 1.0), _curve("a", 2.0)])
+    named = bench.combine([_curve("a", 1.0), _curve("b", 2.0)], ["MAE", "supervised"])
+    assert [t["label"] for t in named["teachers"]] == ["MAE", "supervised"]
+    with pytest.raises(SystemExit, match="one each"):
+        bench.combine([_curve("a", 1.0), _curve("b", 2.0)], ["MAE"])

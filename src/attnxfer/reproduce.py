@@ -441,6 +441,8 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
         axes[1].set_ylabel("scratch-to-fine-tune gap recovered (%)")
         for ax in axes:
             ax.set_xscale("log")
+            ax.set_xticks(steps, [f"{s:,}" for s in steps])
+            ax.minorticks_off()
             ax.set_xlabel("optimiser steps")
             ax.legend(fontsize=8)
         seeds = len(r["seeds"])
