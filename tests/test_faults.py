@@ -133,8 +133,9 @@ def _newest(run: Path) -> str | None:
 
 @pytest.mark.slow
 def test_repeated_sigkill_including_mid_checkpoint_write(tmp_path):
-    """Killed 10 times (4 inside a checkpoint write, 6 at timed moments while training), the
-    run resumed each time ends with exactly the weights of an uninterrupted run."""
+    """Killed 6 times (inside the 2nd and the 3rd file write of a checkpoint, and 4 times at
+    timed moments while training), the run resumed each time ends with exactly the weights of an
+    uninterrupted run."""
     args = [
         "train",
         *RUN,
@@ -153,9 +154,10 @@ def test_repeated_sigkill_including_mid_checkpoint_write(tmp_path):
     run = tmp_path / "run"
     cmd = [*args, f"run.output={run}", "--resume", "auto"]
     kills, steps_at_kill = 0, []
-    for attempt in range(10):
-        if attempt % 5 in (1, 3):  # die while writing the 2nd or 3rd file of a checkpoint
-            env = {**ENV, "KILL_AT_FILE_WRITE": str(2 + attempt % 2)}
+    write_kills = {1: 2, 3: 3}  # attempt: die while writing this file of a checkpoint
+    for attempt in range(6):
+        if attempt in write_kills:
+            env = {**ENV, "KILL_AT_FILE_WRITE": str(write_kills[attempt])}
             proc = subprocess.run(
                 [sys.executable, "-c", _KILL_DURING_WRITE, *cmd], env=env, capture_output=True
             )
@@ -181,8 +183,8 @@ def test_repeated_sigkill_including_mid_checkpoint_write(tmp_path):
             newest = list_checkpoints(run)[-1] if list_checkpoints(run) else None
             steps_at_kill.append(newest.name if newest else "none")
             assert newest is None or verify(newest) is None  # what is listed is always good
-    assert kills == 10, (kills, steps_at_kill)
-    assert len(set(steps_at_kill)) >= 5  # killed at many different points of the run
+    assert kills == 6, (kills, steps_at_kill)
+    assert len(set(steps_at_kill)) >= 4  # killed at many different points of the run
     done = subprocess.run(
         [sys.executable, "-m", "attnxfer", *cmd], env=ENV, capture_output=True, text=True
     )

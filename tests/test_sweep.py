@@ -131,7 +131,7 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
             config=str(recipe),
             teacher=str(teacher_file),
             shift_teacher=str(teacher_file),
-            seeds=(0, 1),
+            seeds=(0,),  # several seeds: test_sweep_runs_each_cell_once_and_tabulates
             note="test",
         ),
     )
@@ -141,7 +141,7 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     report = json.loads((out / "results.json").read_text())
     rows = {r["method"]: r for r in report["rows"]}
     assert list(rows) == [*R.METHODS, "ensemble"]
-    assert all(len(r["runs"]) == 2 for r in rows.values())
+    assert all(len(r["runs"]) == 1 for r in rows.values())
     assert rows["scratch"]["gap_recovered"] == 0 and rows["finetune"]["gap_recovered"] == 100
     assert rows["copy"]["paper_gap_recovered"] == pytest.approx(77.78, abs=0.01)
     assert (out / "results.png").stat().st_size > 0
@@ -151,11 +151,11 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
 
     # the runs' records, kept without weights, give the same table in another folder
     kept = tmp_path / "kept"
-    assert len(keep_records(out, kept)) == 2 * len(R.METHODS)
+    assert len(keep_records(out, kept)) == len(R.METHODS)
     assert not list(kept.rglob("*.safetensors"))
     again = [a if a != str(out) else str(tmp_path / "again") for a in args]
     assert cli(*again, "--reuse", str(kept)) == 0
-    assert (tmp_path / "again" / "cifar10_mae" / "distill" / "seed1").is_symlink()
+    assert (tmp_path / "again" / "cifar10_mae" / "distill" / "seed0").is_symlink()
     second = json.loads((tmp_path / "again" / "results.json").read_text())
     assert second["rows"] == report["rows"]
     # an ensemble with no record and no weights is refused, not guessed
