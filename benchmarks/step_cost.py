@@ -320,6 +320,11 @@ def main() -> None:
             up = ratio(times, f"ref-{mode}:None", f"{mode}:None")
             record["attnxfer_speedup"][mode] = up
             print(f"{mode}: attnxfer is {fmt(up)}x as fast as the reference per step")
+        # a distillation step holds a whole fine-tuning step (the student's forward and
+        # backward), so no implementation beats the reference by more than this
+        ceiling = ratio(times, "ref-distill:None", "finetune:None")
+        record["distill_ceiling"] = ceiling
+        print(f"distill: at most {fmt(ceiling)}x (the reference's step over a fine-tuning step)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1)

@@ -322,6 +322,8 @@ def test_step_cost_against_a_reference_file_reports_attnxfers_speedup(tmp_path):
     assert modes == ["finetune", "copy", "ref-copy", "distill", "ref-distill"]
     assert set(record["attnxfer_speedup"]) == {"copy", "distill"}
     assert all(v["median"] > 0 for v in record["attnxfer_speedup"].values())
+    ref_distill = next(r for r in record["rows"] if r["mode"] == "ref-distill")
+    assert record["distill_ceiling"] == ref_distill["time_ratio"]
 
 
 def test_cross_mapping_report_gives_each_student_its_own_scratch(tmp_path):

@@ -432,6 +432,24 @@ def test_amp_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch, tmp_pat
     assert resolve_amp(torch.device("cpu"), "bf16") == "bf16"  # an explicit choice stays
 
 
+def test_a_run_logs_how_many_parameters_it_trains(tmp_path, teacher_file, caplog):
+    """The log says what is trained and what is the frozen teacher, which is how a user tells
+    that two teachers give students of different sizes."""
+    caplog.set_level("INFO", logger="attnxfer")
+    sizes = {}
+    for mode in ("scratch", "distill"):
+        over = [f"teacher.source={teacher_file}", f"transfer.mode={mode}"]
+        over += [*TINY_STUDENT[2:], f"run.output={tmp_path / mode}"]
+        trainer = Trainer(load_config([], over))
+        sizes[mode] = next(r.message for r in caplog.records if r.message.startswith("parameters"))
+        caplog.clear()
+        student = sum(p.numel() for p in trainer.model.student.parameters()) / 1e6
+        assert sizes[mode].startswith(f"parameters: {student:.2f} M trained")
+    teacher = sum(p.numel() for p in trainer.model.teacher.parameters()) / 1e6
+    assert sizes["distill"].endswith(f", {teacher:.2f} M frozen (the teacher)")
+    assert "frozen" not in sizes["scratch"]
+
+
 def test_gradient_accumulation_equals_bigger_batch(tmp_path):
     """batch 16 x 2 accumulation steps == batch 32 (SGD, so no optimiser amplification)."""
     common = [*TINY_STUDENT, "transfer.mode=scratch", "optim.opt=sgd", "optim.lr=0.05"]

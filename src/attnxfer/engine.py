@@ -163,6 +163,14 @@ class Classification(Task):
         }
 
 
+def _sizes(model: nn.Module, trained: nn.Module) -> str:
+    """One line: how many parameters are trained, and how many the frozen rest (the teacher) has."""
+    n_trained = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    line = f"parameters: {n_trained / 1e6:.2f} M trained"
+    return line + (f", {n_frozen / 1e6:.2f} M frozen (the teacher)" if n_frozen else "")
+
+
 class Trainer:
     """Everything one training run holds; ``fit()`` runs it to the end. ``task`` (default
     :class:`Classification`) says what is trained."""
@@ -195,6 +203,7 @@ class Trainer:
         model, trained, pretrained_cfg = self.task.build(cfg, len(self.classes))
         self.model = model.to(self.d.device)
         self.trained = trained  # the module that is optimised, averaged (EMA) and saved
+        log.info("%s", _sizes(model, trained))
         self.mean, self.std = normalisation(cfg.data, pretrained_cfg)
         self._build_loaders(train_raw, val_raw)
         self._build_optimisation()
