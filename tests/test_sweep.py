@@ -230,3 +230,13 @@ def test_reports_name_their_teacher():
     assert teacher_label(tier, tier.teacher) == "MAE teacher"
     assert teacher_label(tier, "../data/vit_sup.safetensors") == "teacher vit_sup"
     assert teacher_label(tier, "teachers/dino-d128/model.safetensors") == "teacher dino-d128"
+
+
+def test_plot_colours_stay_distinct_beyond_ten_series():
+    from matplotlib.colors import to_rgba
+
+    from attnxfer.report import colour
+
+    for n in (3, 10, 12, 20):
+        rgba = {to_rgba(colour(i, n)) for i in range(n)}
+        assert len(rgba) == n

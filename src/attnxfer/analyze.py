@@ -18,7 +18,7 @@ from torch import nn
 from . import analysis as A
 from . import vit
 from .errors import AttnxferError
-from .report import figure, table, write_results
+from .report import colour, figure, table, write_results
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,9 @@ def plot_similarity(r: dict[str, Any], path: Path) -> None:
     with figure(path, 1, len(pairings), figsize=size, sharey=True, squeeze=False) as (_, axes):
         axes = list(axes[0])
         for ax, pairing in zip(axes, pairings, strict=True):
-            for name, per in r["models"].items():
-                ax.plot(range(len(per[pairing])), per[pairing], marker="o", label=name)
+            for i, (name, per) in enumerate(r["models"].items()):
+                c = colour(i, len(r["models"]))
+                ax.plot(range(len(per[pairing])), per[pairing], marker="o", color=c, label=name)
             ax.set_title(f"heads: {pairing}", fontsize=9)
             ax.set_xlabel("layer")
             ax.set_xticks(range(len(next(iter(r["models"].values()))[pairing])))
@@ -199,14 +200,14 @@ def plot_locality(r: dict[str, Any], path: Path) -> None:
     with figure(path, 1, len(LOCALITY), figsize=(3.4 * len(LOCALITY) + 2.2, 3.1)) as (_, axes):
         for ax, (key, label) in zip(axes, LOCALITY.items(), strict=True):
             for i, (name, m) in enumerate(r["models"].items()):
-                colour = f"C{i}"
+                c = colour(i, len(r["models"]))
                 layers = range(len(m[key]))
-                ax.plot(layers, m[key], marker="o", color=colour, label=name)
+                ax.plot(layers, m[key], marker="o", color=c, label=name)
                 for layer, heads in zip(layers, m["heads"][key], strict=True):
-                    ax.scatter([layer] * len(heads), heads, s=8, color=colour, alpha=0.4)
+                    ax.scatter([layer] * len(heads), heads, s=8, color=c, alpha=0.4)
                 uniform = {"distance": m["uniform_distance"], "entropy": m["max_entropy"]}
                 if key in uniform:
-                    ax.axhline(uniform[key], color=colour, linestyle=":", linewidth=0.8)
+                    ax.axhline(uniform[key], color=c, linestyle=":", linewidth=0.8)
             ax.set_xlabel("layer")
             ax.set_ylabel(label, fontsize=8)
         axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))

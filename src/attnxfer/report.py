@@ -87,6 +87,16 @@ def figure(path: Path, *args: Any, dpi: int = 120, **kwargs: Any) -> Iterator[tu
         plt.close(fig)
 
 
+def colour(i: int, n: int) -> Any:
+    """The colour of series ``i`` of ``n`` in one plot: matplotlib's default ten while they
+    suffice, else the 20 of ``tab20``, so no two series of up to 20 share a colour."""
+    if n <= 10:
+        return f"C{i}"
+    import matplotlib
+
+    return matplotlib.colormaps["tab20"](i % 20)
+
+
 def write_results(
     out: Path,
     stem: str,
