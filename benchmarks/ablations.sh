@@ -3,11 +3,14 @@
 # recipe with the committed CIFAR-10 MAE teacher (3 seeds). Each writes results.{json,md,png}
 # into runs/ablations/<name>/; restart the script and finished cells are skipped. RECIPE, TEACHER,
 # SEEDS, OUT (the folder instead of runs/ablations) and TABLE (the main table's runs to reuse)
-# may be set in the environment.
+# may be set in the environment, and EXTRA: overrides added to every cell (e.g. a training length),
+# and REUSE: more folders of finished runs to take cells from (space-separated).
 #   bash benchmarks/ablations.sh [name ...]      # default: all of them, in this order
 #   RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
 #     TABLE=runs/reproduce-cpu-long OUT=runs/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers
 #                                                # the same on the long tier (about 20 min a cell)
+#   ... EXTRA="data.train_subset=null optim.epochs=5 optim.warmup_epochs=0.5" ...
+#                                                # the schedule curve's 5-epoch length instead
 # A cell identical to a finished run of `attnxfer reproduce` (TABLE, default runs/reproduce-cpu)
 # or of another ablation is taken from it, not trained again (`attnxfer sweep --reuse`): the
 # baseline row of each ablation (every layer, every head, lambda 3, the full map) is the main
@@ -20,9 +23,10 @@ TEACHER=${TEACHER:-teachers/cifar10-mae-d128-l4/model.safetensors}
 SEEDS=${SEEDS:-0,1,2}
 OUT=${OUT:-runs/ablations}
 TABLE=${TABLE:-runs/reproduce-cpu}
+EXTRA=${EXTRA:-}
 COPY_RECIPE=optim.layer_decay=0.75  # the copy rows of the main table use it (as the reference)
 reuse=()
-for dir in "$TABLE" "$OUT"; do
+for dir in "$TABLE" "$OUT" ${REUSE:-}; do
   [ -d "$dir" ] && reuse+=(--reuse "$dir")
 done
 declare -A TITLES=(
@@ -51,5 +55,5 @@ for name in "${names[@]}"; do
   [ -n "${SWEEPS[$name]:-}" ] || { echo "unknown ablation $name: ${ORDER[*]}" >&2; exit 2; }
   # shellcheck disable=SC2086
   attnxfer sweep -c "$RECIPE" --seeds "$SEEDS" --out "$OUT/$name" \
-    --title "${TITLES[$name]}" "${reuse[@]}" ${SWEEPS[$name]} "teacher.source=$TEACHER"
+    --title "${TITLES[$name]}" "${reuse[@]}" ${SWEEPS[$name]} "teacher.source=$TEACHER" $EXTRA
 done

@@ -8,6 +8,10 @@ with the command that runs them.
     python benchmarks/ablations_report.py [--runs runs/ablations]
         [--main docs/results/reproduce_cpu.json] [--out docs/results/ablations]
 
+With ablations run at one length of the schedule curve (``EXTRA=... bash
+benchmarks/ablations.sh``), scratch and fine-tune come from that curve's point instead:
+``--main docs/results/schedule_curve.json --length 5``.
+
 writes OUT.md, OUT.json and OUT.png.
 """
 
@@ -39,11 +43,37 @@ def _row_label(row: dict, keys: list[str]) -> str:
     return ", ".join(str(row[k]) for k in keys) or "base"
 
 
-def collect(runs: Path, main: dict) -> dict:
-    by_method = {r["method"]: r for r in main["rows"]}
+def reference(main: dict, length: float | None) -> dict:
+    """Scratch and fine-tune top-1 from a ``reproduce`` table, or from the point of a schedule
+    curve (``reproduce --curve``) at ``length`` epochs."""
+    if length is None:
+        if "points" in main:
+            raise SystemExit("--main is a schedule curve: pass --length EPOCHS to pick its point")
+        by_method = {r["method"]: r for r in main["rows"]}
+        where, scale, runs = "", "CPU tier", "main-table runs"
+    else:
+        points = {p["epochs"]: p for p in main.get("points", [])}
+        if length not in points:
+            have = ", ".join(f"{e:g}" for e in points) or "none (not a schedule curve)"
+            raise SystemExit(f"--length {length:g}: the curve has no such point; it has {have}")
+        by_method = points[length]["methods"]
+        steps = points[length]["steps"]
+        where, scale, runs = f" ({steps} steps)", f"{steps} steps per student", "curve runs"
     scratch, finetune = by_method["scratch"]["mean"], by_method["finetune"]["mean"]
+    return {
+        "scratch": scratch,
+        "finetune": finetune,
+        "command": main["command"] + where,
+        "scale": scale,
+        "reused_runs": runs,
+    }
+
+
+def collect(runs: Path, main: dict, length: float | None = None) -> dict:
+    ref = reference(main, length)
+    scratch, finetune = ref["scratch"], ref["finetune"]
     report = {
-        "reference": {"scratch": scratch, "finetune": finetune, "command": main["command"]},
+        "reference": ref,
         "ablations": [],
         "not_run": [],
     }
@@ -84,7 +114,7 @@ def collect(runs: Path, main: dict) -> dict:
 def markdown(report: dict) -> str:
     ref = report["reference"]
     lines = [
-        "# The paper's ablations at small scale (CIFAR-10, CPU tier)",
+        f"# The paper's ablations at small scale (CIFAR-10, {ref.get('scale', 'CPU tier')})",
         "",
         "Each row: mean ± sample std of top-1 over seeds, and the share of the",
         f"scratch-to-fine-tune gap it recovers (scratch {ref['scratch']:.2f},",
@@ -96,7 +126,8 @@ def markdown(report: dict) -> str:
         lines += [f"## {a['name']}: {a['title']}", "", f"The paper: {a['finding']}", ""]
         lines += ["| setting | top-1 | gap recovered | seeds |", "|---|---|---|---|"]
         for r in a["rows"]:
-            note = " (main-table runs)" if r["reused"] == r["seeds"] else ""
+            reused = ref.get("reused_runs", "main-table runs")
+            note = f" ({reused})" if r["reused"] == r["seeds"] else ""
             lines.append(
                 f"| {r['setting']}{note} | {r['mean']:.2f} ± {r['std']:.2f} | "
                 f"{r['gap_recovered']:.0f}% | {r['seeds']} |"
@@ -153,11 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/ablations"))
     p.add_argument("--main", type=Path, default=Path("docs/results/reproduce_cpu.json"))
     p.add_argument("--out", type=Path, default=Path("docs/results/ablations"))
+    p.add_argument(
+        "--length",
+        type=float,
+        help="--main is a schedule curve: take scratch and fine-tune at this many epochs",
+    )
     args = p.parse_args(argv)
     for path, what in ((args.runs, "bash benchmarks/ablations.sh"), (args.main, "reproduce")):
         if not path.exists():
             raise SystemExit(f"{path} does not exist: run {what} first, or pass its path")
-    report = collect(args.runs, json.loads(args.main.read_text()))
+    report = collect(args.runs, json.loads(args.main.read_text()), args.length)
     if not report["ablations"]:
         raise SystemExit(f"no ablation results under {args.runs}: run bash benchmarks/ablations.sh")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,16 +6,18 @@
 # 1. the long CIFAR-10 MAE teacher (configs/cifar10/mae_teacher_long.yaml, 200 epochs), then
 #    its copy in teachers/cifar10-mae-d128-l4-e200/
 # 2. the schedule curve's shorter lengths, 0.4, 2 and 5 epochs, seed 0 (the first evidence)
-# 3. the same curve with the supervised CIFAR-10 ViT of ../shared/data as teacher (a diagnostic:
+# 3. which layers are distilled, at the curve's 5-epoch length (1,950 steps), seed 0: the test of
+#    the locality reading (the MAE teacher's top-layer maps are the ones fine-tuning leaves)
+# 4. the same curve with the supervised CIFAR-10 ViT of ../shared/data as teacher (a diagnostic:
 #    a teacher whose maps suit the task), 0.4, 2 and 5 epochs, seed 0
-# 4. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
+# 5. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
 #    the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from the table)
-# 5. the long-tier table's seeds 1 and 2
-# 6. the teacher's model card, with its fine-tuning and scratch students from the table
-# 7. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
-# 8. the long Tiny-ImageNet teacher and the table's distribution-shift rows
-# Steps 2-5 and 8 are `attnxfer reproduce` runs and step 7 `attnxfer sweep` runs: each finished
-# student is kept.
+# 6. the long-tier table's seeds 1 and 2
+# 7. the teacher's model card, with its fine-tuning and scratch students from the table
+# 8. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
+# 9. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# Steps 2, 3, 5, 6 and 9 are `attnxfer reproduce` runs and steps 4 and 8 `attnxfer sweep` runs:
+# each finished student is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -29,6 +31,7 @@ SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
 #   python benchmarks/keep_finished.py runs/schedule-curve docs/results/runs/schedule-curve
 #   python benchmarks/keep_finished.py runs/schedule-curve-supervised docs/results/runs/schedule-curve-supervised
 #   python benchmarks/keep_finished.py runs/reproduce-cpu-long docs/results/runs/reproduce-cpu-long
+#   python benchmarks/keep_finished.py runs/ablations-e5 docs/results/runs/ablations-e5
 KEPT=docs/results/runs
 kept=()
 [ -d "$KEPT" ] && kept=(--reuse "$KEPT")
@@ -50,25 +53,31 @@ step "1. CIFAR-10 MAE teacher, 200 epochs"
 teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
 step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}"
-step "3. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
+step "3. which layers are distilled, at 1,950 steps, seed 0"
+RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$CURVE \
+  OUT=$RUNS/ablations-e5 SEEDS=0 REUSE=$KEPT EXTRA="data.train_subset=null optim.epochs=5 optim.warmup_epochs=0.5" \
+  bash benchmarks/ablations.sh layers
+python benchmarks/ablations_report.py --runs "$RUNS/ablations-e5" --main "$CURVE/schedule_curve.json" \
+  --length 5 --out "$RUNS/ablations-e5/ablations"
+step "4. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
   --out "$CURVE-supervised" "${kept[@]}"
-step "4. long-tier table, seed 0, and the schedule curve to 10 epochs"
+step "5. long-tier table, seed 0, and the schedule curve to 10 epochs"
 attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE" \
   "${kept[@]}"
-step "5. long-tier table, seeds 0-2"
+step "6. long-tier table, seeds 0-2"
 attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}"
-step "6. the teacher's card, with its fine-tuned and scratch students (seed 0)"
+step "7. the teacher's card, with its fine-tuned and scratch students (seed 0)"
 downstream=("$TABLE"/*/finetune/seed0 "$TABLE"/scratch/seed0)
 attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \
   --downstream "${downstream[@]}"
 cp "$RUNS/teachers/cifar10_mae_long/teacher/README.md" "$RUNS/teachers/cifar10_mae_long/teacher/loss.png" \
   "$TEACHER/"
-step "7. ablations on the long recipe, seed 0"
+step "8. ablations on the long recipe, seed 0"
 RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$TABLE \
   OUT=$RUNS/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers heads what_distill
-step "8. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
+step "9. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
 attnxfer reproduce --tier cpu-long --shift --out "$TABLE"

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -111,6 +113,38 @@ def test_ablations_report_gives_each_row_its_share_of_the_gap(tmp_path):
     saved = json.loads(out.with_suffix(".json").read_text())
     assert [a["name"] for a in saved["ablations"]] == ["heads"]
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_ablations_report_takes_its_gap_from_a_schedule_curve_point(tmp_path):
+    """Ablations trained at one length of the curve are measured against that length's scratch
+    and fine-tune students; a curve without --length, or a length it lacks, is refused."""
+    report = _load("ablations_report")
+
+    def point(epochs, steps, scratch, finetune):
+        methods = {"scratch": {"mean": scratch}, "finetune": {"mean": finetune}}
+        return {"epochs": epochs, "steps": steps, "methods": methods}
+
+    curve = {"command": "attnxfer reproduce --curve 2,5", "points": [point(2.0, 780, 40.0, 50.0)]}
+    curve["points"].append(point(5.0, 1950, 50.0, 70.0))
+    (tmp_path / "curve.json").write_text(json.dumps(curve))
+    layers = tmp_path / "runs" / "layers"
+    layers.mkdir(parents=True)
+    rows = [{"transfer.layers": "first:2", "mean": 55.0, "std": 0.0, "runs": [55.0]}]
+    grid = {"transfer.layers": ["first:2"]}
+    result = {"title": "layers", "grid": grid, "fixed": [], "rows": rows}
+    (layers / "results.json").write_text(json.dumps({**result, "command": "attnxfer sweep"}))
+    out = tmp_path / "out"
+    args = ["--runs", str(tmp_path / "runs"), "--main", str(tmp_path / "curve.json")]
+    args += ["--out", str(out)]
+    assert report.main([*args, "--length", "5"]) == 0
+    text = out.with_suffix(".md").read_text()
+    assert text.startswith("# The paper's ablations at small scale (CIFAR-10, 1950 steps per")
+    assert "| first:2 | 55.00 ± 0.00 | 25% | 1 |" in text
+    assert "scratch 50.00" in text and "(1950 steps)" in text
+    with pytest.raises(SystemExit, match="pass --length"):
+        report.main(args)
+    with pytest.raises(SystemExit, match="it has 2, 5"):
+        report.main([*args, "--length", "10"])
 
 
 def test_throughput_script_measures_every_part_and_writes_its_report(tmp_path, teacher_file):
@@ -404,3 +438,15 @@ def test_curve_teachers_puts_each_teachers_gap_side_by_side(tmp_path):
     assert [t["label"] for t in named["teachers"]] == ["MAE", "supervised"]
     with pytest.raises(SystemExit, match="one each"):
         bench.combine([_curve("a", 1.0), _curve("b", 2.0)], ["MAE"])
+
+
+def test_every_benchmark_shell_script_parses():
+    """The long-running scripts (hours of training) at least parse: a syntax error would show
+    only when a session reaches that line."""
+    import subprocess
+
+    scripts = sorted(BENCH.glob("*.sh"))
+    assert len(scripts) >= 5
+    for script in scripts:
+        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{script.name}: {done.stderr}"
