@@ -27,11 +27,9 @@ SHIFT_TEACHER=teachers/tinyimagenet-mae-d128-l4-e100
 TABLE=$RUNS/reproduce-cpu-long
 CURVE=$RUNS/schedule-curve
 SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
-# records of runs finished in earlier checkouts, taken, not trained again; after a session:
-#   python benchmarks/keep_finished.py runs/schedule-curve docs/results/runs/schedule-curve
-#   python benchmarks/keep_finished.py runs/schedule-curve-supervised docs/results/runs/schedule-curve-supervised
-#   python benchmarks/keep_finished.py runs/reproduce-cpu-long docs/results/runs/reproduce-cpu-long
-#   python benchmarks/keep_finished.py runs/ablations-e5 docs/results/runs/ablations-e5
+# records of runs finished in earlier checkouts, taken, not trained again; after a session (with
+# this script stopped), keep the new ones and rewrite the reports in docs/results/:
+#   bash benchmarks/central_result_report.sh
 KEPT=docs/results/runs
 kept=()
 [ -d "$KEPT" ] && kept=(--reuse "$KEPT")
@@ -54,11 +52,7 @@ teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" 
 step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}"
 step "3. which layers are distilled, at 1,950 steps, seed 0"
-RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$CURVE \
-  OUT=$RUNS/ablations-e5 SEEDS=0 REUSE=$KEPT EXTRA="data.train_subset=null optim.epochs=5 optim.warmup_epochs=0.5" \
-  bash benchmarks/ablations.sh layers
-python benchmarks/ablations_report.py --runs "$RUNS/ablations-e5" --main "$CURVE/schedule_curve.json" \
-  --length 5 --out "$RUNS/ablations-e5/ablations"
+RUNS=$RUNS bash benchmarks/ablations_e5.sh layers
 step "4. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
   --out "$CURVE-supervised" "${kept[@]}"

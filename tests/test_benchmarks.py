@@ -75,6 +75,12 @@ def test_ablations_script_runs_its_sweeps_and_refuses_unknown_names(tmp_path, te
     assert [r["transfer.mode"] for r in copy["rows"]] == ["copy", "copy_q", "copy_k", "copy_v"]
     assert "optim.layer_decay=0.75" in copy["fixed"]
     assert copy["title"].startswith("What is copied")
+    env["FINISHED_ONLY"] = "1"  # tabulates the finished cells, trains none
+    runs = sorted((tmp_path / "ablations").rglob("summary.json"))
+    again = run("features")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "ablations/features/results.json").read_text())["finished_only"]
+    assert sorted((tmp_path / "ablations").rglob("summary.json")) == runs
 
 
 def _yaml_of(overrides: list[str]) -> str:

@@ -64,6 +64,23 @@ def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file)
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
     assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
 
+    # --finished-only: a wider grid, reported as far as it has come; nothing trains
+    wider = [a.replace("scratch,distill", "scratch,distill,copy") for a in args]
+    assert cli(*wider, "--finished-only") == 0
+    partial = json.loads((out / "results.json").read_text())
+    assert [r["transfer.mode"] for r in partial["rows"]] == ["scratch", "distill"]
+    assert partial["finished_only"] and "finished so far" in (out / "results.md").read_text()
+    assert sorted(out.rglob("summary.json")) == summaries
+    elsewhere = [a if a != str(out) else str(tmp_path / "elsewhere") for a in wider]
+    assert cli(*elsewhere, "--reuse", str(out), "--finished-only") == 0
+    taken = json.loads((tmp_path / "elsewhere" / "results.json").read_text())
+    assert [len(r["reused_from"]) for r in taken["rows"]] == [2, 2]
+    assert not list((tmp_path / "elsewhere").rglob("summary.json"))
+    capsys.readouterr()
+    empty = [a if a != str(out) else str(tmp_path / "empty") for a in wider]
+    assert cli(*empty, "--finished-only") == 2
+    assert "no finished cell of the sweep" in capsys.readouterr().err
+
 
 def test_run_identity_ignores_the_output_and_spellings_of_one_setting():
     def identity(*overrides):

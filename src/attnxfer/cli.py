@@ -346,6 +346,11 @@ def add_sweep(sub: Subparsers) -> None:
     parser.add_argument("--out", required=True, help="folder of the runs and results.{json,md,png}")
     parser.add_argument("--metric", default="val_top1", help="summary key to tabulate (val_top1)")
     parser.add_argument("--title")
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing; write the table of the cells finished so far",
+    )
     _reuse_argument(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
 
@@ -363,6 +368,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         title=args.title,
         command=args.command_line,
         reuse=[Path(d).expanduser() for d in args.reuse],
+        finished_only=args.finished_only,
     )
     print((Path(args.out) / "results.md").read_text())
     return 0 if result["rows"] else 1

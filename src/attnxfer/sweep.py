@@ -227,10 +227,15 @@ def sweep(
     title: str | None = None,
     command: str = "",
     reuse: list[Path] = (),
+    finished_only: bool = False,
 ) -> dict[str, Any]:
     """Run every cell of the grid (skipping finished ones, and taking identical finished runs
     from the ``reuse`` folders) and write ``results.json``, ``results.md`` and ``results.png``
-    (metric per grid value, mean and std over seeds)."""
+    (metric per grid value, mean and std over seeds).
+
+    ``finished_only``: train nothing; report the cells that have finished (a grid value over
+    the seeds that finished; values with none are left out), so a sweep still being trained can
+    be shown as far as it has come."""
     grid = parse_grid(grid_specs)
     cells = grid_cells(configs, grid, seeds, list(fixed))
     for cell in cells:  # every cell's config is checked before the first one trains
@@ -239,10 +244,21 @@ def sweep(
     start = time.time()
     rows: dict[tuple, list[dict[str, Any]]] = {}
     for i, cell in enumerate(cells, 1):
-        log.info("cell %d/%d", i, len(cells))
-        summary = run_cell(cell, out, known)
+        if finished_only:
+            summary = finished_cell(cell, out, known)
+            if summary is None:
+                continue
+            if not (out / cell.name / "summary.json").is_file():
+                summary["reused_from"] = str(_identical_run(cell, known))
+        else:
+            log.info("cell %d/%d", i, len(cells))
+            summary = run_cell(cell, out, known)
         key = tuple(cell.labels[k] for k, _ in grid)
         rows.setdefault(key, []).append(summary)
+    if not rows:
+        raise AttnxferError(
+            f"no finished cell of the sweep in {out}: run it without --finished-only"
+        )
     keys = [k for k, _ in grid]
     summary_rows = []
     for key, summaries in rows.items():
@@ -260,6 +276,7 @@ def sweep(
         "grid": dict(grid),
         "seeds": seeds,
         "rows": summary_rows,
+        "finished_only": finished_only,
         "command": command,
         "hardware": hardware(),
         "train_seconds": sum(s.get("seconds", 0.0) for ss in rows.values() for s in ss),
@@ -274,6 +291,12 @@ def sweep_markdown(result: dict[str, Any]) -> str:
     head = [*keys, f"{result['metric']} (mean ± std)", "seeds"]
     rows = [[*(row[k] for k in keys), pm(row), len(row["runs"])] for row in result["rows"]]
     lines = [f"# {result['title']}", "", *table(head, rows)]
+    if result.get("finished_only"):
+        lines += [
+            "",
+            "**The cells finished so far** (`--finished-only`): a grid value not "
+            "listed has no finished run yet, and rows may stand on fewer seeds than asked.",
+        ]
     lines += ["", f"Command: `{result['command']}`", ""]
     if "hardware" in result:
         lines += [

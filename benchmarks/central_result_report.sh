@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# After a session of benchmarks/central_result.sh (stop it first): keep the records of every
+# finished run in docs/results/runs/ (so no later checkout trains them again), and rewrite the
+# reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
+# the two-teacher comparison, the long-tier table once it has a seed, and the 5-epoch layer
+# ablation once it has a cell. Reads runs only; trains nothing.
+#   bash benchmarks/central_result_report.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+RUNS=${RUNS:-runs}
+KEPT=docs/results/runs
+SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
+for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5; do
+  [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
+done
+curve() {  # curve OUT DOCS_STEM [--teacher T]: the curve's finished points, into docs/results
+  local out=$1 stem=$2
+  shift 2
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$out" "$@" \
+    --reuse "$KEPT" --finished-only
+  for ext in md json png; do cp "$out/schedule_curve.$ext" "docs/results/$stem.$ext"; done
+}
+curve "$RUNS/schedule-curve" schedule_curve
+curve "$RUNS/schedule-curve-supervised" schedule_curve_supervised --teacher "$SUPERVISED"
+python benchmarks/curve_teachers.py docs/results/schedule_curve.json \
+  docs/results/schedule_curve_supervised.json --labels "MAE (200 ep),supervised" \
+  --out docs/results/schedule_curve_teachers
+if [ -d "$RUNS/ablations-e5/layers" ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_e5.sh; then
+  python benchmarks/ablations_report.py --runs "$RUNS/ablations-e5" \
+    --main docs/results/schedule_curve.json --length 5 --out docs/results/ablations_e5
+fi
+echo "reports written; the long-tier table is written by step 5 of central_result.sh itself"
