@@ -535,6 +535,19 @@ CASES: list[Case] = [
         "--finished-only applies to --curve",
     ),
     Case(
+        "sweep --finished-only before any cell has finished",
+        lambda t: [
+            "sweep",
+            "--grid",
+            "transfer.mode=scratch",
+            "--out",
+            str(t / "s"),
+            "--finished-only",
+            "student.arch=vit_tiny_patch16_224",
+        ],
+        "no finished cell of the sweep",
+    ),
+    Case(
         "prepare of an unknown data set",
         lambda t: ["prepare", "imagenet-21k", "--cache", str(t / "c")],
         "unknown data set",
