@@ -58,12 +58,13 @@ def reference(main: dict, length: float | None) -> dict:
             raise SystemExit(f"--length {length:g}: the curve has no such point; it has {have}")
         by_method = points[length]["methods"]
         steps = points[length]["steps"]
-        where, scale, runs = f" ({steps} steps)", f"{steps} steps per student", "curve runs"
+        where, scale, runs = f" at {steps} steps", f"{steps} steps per student", "curve runs"
     scratch, finetune = by_method["scratch"]["mean"], by_method["finetune"]["mean"]
     return {
         "scratch": scratch,
         "finetune": finetune,
-        "command": main["command"] + where,
+        "command": main["command"],
+        "where": where,
         "scale": scale,
         "reused_runs": runs,
     }
@@ -119,7 +120,8 @@ def markdown(report: dict) -> str:
         "Each row: mean ± sample std of top-1 over seeds, and the share of the",
         f"scratch-to-fine-tune gap it recovers (scratch {ref['scratch']:.2f},",
         f"fine-tune {ref['finetune']:.2f}, from",
-        f"`{ref['command']}`). Written by `python benchmarks/ablations_report.py`.",
+        f"`{ref['command']}`{ref.get('where', '')}). Written by "
+        "`python benchmarks/ablations_report.py`.",
         "",
     ]
     for a in report["ablations"]:
@@ -142,7 +144,8 @@ def markdown(report: dict) -> str:
         ]
     if report["not_run"]:
         lines += ["## Not run yet", ""]
-        lines += [f"- {n}: `bash benchmarks/ablations.sh {n}`" for n in report["not_run"]]
+        rerun = report.get("rerun", "bash benchmarks/ablations.sh")
+        lines += [f"- {n}: `{rerun} {n}`" for n in report["not_run"]]
         lines.append("")
     return "\n".join(lines)
 
@@ -185,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--main", type=Path, default=Path("docs/results/reproduce_cpu.json"))
     p.add_argument("--out", type=Path, default=Path("docs/results/ablations"))
     p.add_argument(
+        "--rerun",
+        default="bash benchmarks/ablations.sh",
+        help="the command that runs an ablation, listed for those not run yet",
+    )
+    p.add_argument(
         "--length",
         type=float,
         help="--main is a schedule curve: take scratch and fine-tune at this many epochs",
@@ -194,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             raise SystemExit(f"{path} does not exist: run {what} first, or pass its path")
     report = collect(args.runs, json.loads(args.main.read_text()), args.length)
+    report["rerun"] = args.rerun
     if not report["ablations"]:
         raise SystemExit(f"no ablation results under {args.runs}: run bash benchmarks/ablations.sh")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ python benchmarks/curve_teachers.py docs/results/schedule_curve.json \
   --out docs/results/schedule_curve_teachers
 if [ -d "$RUNS/ablations-e5/layers" ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_e5.sh; then
   python benchmarks/ablations_report.py --runs "$RUNS/ablations-e5" \
-    --main docs/results/schedule_curve.json --length 5 --out docs/results/ablations_e5
+    --main docs/results/schedule_curve.json --length 5 --out docs/results/ablations_e5 \
+    --rerun "bash benchmarks/ablations_e5.sh"
 fi
 echo "reports written; the long-tier table is written by step 5 of central_result.sh itself"

@@ -142,11 +142,13 @@ def test_ablations_report_takes_its_gap_from_a_schedule_curve_point(tmp_path):
     out = tmp_path / "out"
     args = ["--runs", str(tmp_path / "runs"), "--main", str(tmp_path / "curve.json")]
     args += ["--out", str(out)]
-    assert report.main([*args, "--length", "5"]) == 0
+    rerun = ["--rerun", "bash benchmarks/ablations_e5.sh"]
+    assert report.main([*args, "--length", "5", *rerun]) == 0
     text = out.with_suffix(".md").read_text()
     assert text.startswith("# The paper's ablations at small scale (CIFAR-10, 1950 steps per")
     assert "| first:2 | 55.00 ± 0.00 | 25% | 1 |" in text
-    assert "scratch 50.00" in text and "(1950 steps)" in text
+    assert "scratch 50.00" in text and "`attnxfer reproduce --curve 2,5` at 1950 steps" in text
+    assert "- heads: `bash benchmarks/ablations_e5.sh heads`" in text
     with pytest.raises(SystemExit, match="pass --length"):
         report.main(args)
     with pytest.raises(SystemExit, match="it has 2, 5"):
