@@ -100,12 +100,15 @@ def finished_cell(
     cell: Cell, root: Path, reuse: dict[str, Path] | None = None
 ) -> dict[str, Any] | None:
     """The summary of ``cell`` if it has finished under ``root`` or has an identical finished
-    run in ``reuse``; None otherwise. Trains nothing and writes nothing."""
+    run in ``reuse`` (then with ``reused_from``, as :func:`run_cell` gives it); None otherwise.
+    Trains nothing and writes nothing."""
     summary = root / cell.name / "summary.json"
     if summary.is_file():
         return json.loads(summary.read_text())
     same = _identical_run(cell, reuse)
-    return None if same is None else json.loads((same / "summary.json").read_text())
+    if same is None:
+        return None
+    return {**json.loads((same / "summary.json").read_text()), "reused_from": str(same)}
 
 
 def _identical_run(cell: Cell, reuse: dict[str, Path] | None) -> Path | None:
@@ -248,8 +251,6 @@ def sweep(
             summary = finished_cell(cell, out, known)
             if summary is None:
                 continue
-            if not (out / cell.name / "summary.json").is_file():
-                summary["reused_from"] = str(_identical_run(cell, known))
         else:
             log.info("cell %d/%d", i, len(cells))
             summary = run_cell(cell, out, known)
