@@ -3,7 +3,7 @@
 # finished run in docs/results/runs/ (so no later checkout trains them again), and rewrite the
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
 # the two-teacher comparison, the long-tier table once it has a seed, and the 5-epoch layer
-# ablation once it has a cell. Reads runs only; trains nothing.
+# ablation once it has a cell. Trains nothing; evaluates each curve length's ensemble once.
 #   bash benchmarks/central_result_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +11,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 RUNS=${RUNS:-runs}
 KEPT=docs/results/runs
 SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
-for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5; do
-  [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
-done
 curve() {  # curve OUT DOCS_STEM [--teacher T]: the curve's finished points, into docs/results
   local out=$1 stem=$2
   shift 2
@@ -31,4 +28,8 @@ if [ -d "$RUNS/ablations-e5/layers" ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchma
     --main docs/results/schedule_curve.json --length 5 --out docs/results/ablations_e5 \
     --rerun "bash benchmarks/ablations_e5.sh"
 fi
+# last, so that the records include what the reports evaluated (the curves' ensembles)
+for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5; do
+  [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
+done
 echo "reports written; the long-tier table is written by step 5 of central_result.sh itself"

@@ -63,6 +63,12 @@ def _gap(point: dict[str, Any], method: str) -> str:
     return "" if g is None else f"{g:+.0f}%"
 
 
+def _ensemble(point: dict[str, Any]) -> str:
+    """The fine-tuned + distilled ensemble's top-1 minus fine-tuning's, if evaluated."""
+    e = point.get("ensemble_minus_finetune")
+    return "" if e is None else f"{e['mean']:+.2f}"
+
+
 def markdown(r: dict[str, Any]) -> str:
     rows = [
         [
@@ -70,6 +76,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"{p['steps']:,}",
             *(_cell(p, m) for m in ("scratch", "finetune", *METHODS)),
             *(_gap(p, m) for m in METHODS),
+            _ensemble(p),
         ]
         for t in r["teachers"]
         for p in t["points"]
@@ -79,11 +86,22 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Student recipe `{r['config']}`; each teacher with its own scratch and fine-tune rows "
         "(a scratch student has its teacher's architecture). Top-1 on the CIFAR-10 JPEG test set, "
-        "means over each curve's seeds; gap: share of the same length's scratch-to-fine-tune gap. "
-        "A blank cell is a run not finished yet.",
+        "means over each curve's seeds; gap: share of the same length's scratch-to-fine-tune gap; "
+        "ensemble - fine-tune: the fine-tuned and distilled students' averaged outputs against "
+        "the fine-tuned student alone. A blank cell is a run not finished yet.",
         "",
         *table(
-            ["teacher", "steps", "scratch", "fine-tune", *METHODS, "copy gap", "distill gap"], rows
+            [
+                "teacher",
+                "steps",
+                "scratch",
+                "fine-tune",
+                *METHODS,
+                "copy gap",
+                "distill gap",
+                "ensemble - fine-tune",
+            ],
+            rows,
         ),
         "",
         "Curves: "

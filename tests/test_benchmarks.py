@@ -432,10 +432,12 @@ def test_curve_teachers_puts_each_teachers_gap_side_by_side(tmp_path):
     import pytest
 
     bench = _load("curve_teachers")
-    record = bench.combine([_curve("MAE teacher", 35.0), _curve("teacher sup", 55.0)])
+    sup = _curve("teacher sup", 55.0)
+    sup["points"][0]["ensemble_minus_finetune"] = {"mean": 1.25}  # evaluated for this one only
+    record = bench.combine([_curve("MAE teacher", 35.0), sup])
     md = bench.markdown(record)
-    assert "| MAE teacher | 780 | 40.00 | 60.00 |  | 35.00 |  | -25% |" in md
-    assert "| teacher sup | 780 | 40.00 | 60.00 |  | 55.00 |  | +75% |" in md
+    assert "| MAE teacher | 780 | 40.00 | 60.00 |  | 35.00 |  | -25% |  |" in md
+    assert "| teacher sup | 780 | 40.00 | 60.00 |  | 55.00 |  | +75% | +1.25 |" in md
     bench.plot(record, tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="different recipes"):

@@ -180,6 +180,10 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     third = [a if a != str(out) else str(tmp_path / "third") for a in args]
     assert cli(*third, "--reuse", str(kept)) == 2
     assert "needs both models' checkpoints" in capsys.readouterr().err
+    # a record a run gained after it was kept is added; nothing else is written again
+    assert keep_records(out, kept) == [kept / "cifar10_mae" / "distill" / "seed0"]
+    assert (kept / "cifar10_mae" / "distill" / "seed0" / "ensemble.json").is_file()
+    assert keep_records(out, kept) == []
 
 
 def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file):
@@ -208,8 +212,14 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file):
         else:
             expected = 100 * (distill - scratch) / (finetune - scratch)
             assert p["gap_recovered"]["distill"] == pytest.approx(expected)
+        # the ensemble of the length's fine-tuned and distilled students, against fine-tuning
+        ensemble = json.loads((out / f"e{p['epochs']:g}/distill/seed0/ensemble.json").read_text())
+        assert p["ensemble"]["runs"] == [ensemble["top1"]]
+        assert ensemble["members_top1"] == [finetune, distill]
+        assert p["ensemble_minus_finetune"]["mean"] == pytest.approx(ensemble["top1"] - finetune)
     assert (out / "schedule_curve.png").stat().st_size > 0
     assert "| 0.1 |" in (out / "schedule_curve.md").read_text()
+    assert "ensemble - fine-tune" in (out / "schedule_curve.md").read_text()
 
     again = tmp_path / "again"
     assert cli(*args, "--seeds", "0", "--out", str(again), "--reuse", str(out)) == 0
@@ -227,9 +237,16 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file):
     third = json.loads((partial / "schedule_curve.json").read_text())
     assert third["points"][0] == report["points"][0]
     assert "finetune" not in third["points"][1]["methods"]
+    assert "ensemble" not in third["points"][1]
     assert third["points"][1]["gap_recovered"] == {"copy": None, "distill": None}
     assert "not finished yet" in (partial / "schedule_curve.md").read_text()
     assert cli(*args, "--out", str(tmp_path / "none"), "--finished-only") == 2
+    # records without weights and without an ensemble record: the point has no ensemble
+    (kept / "e0.1" / "distill" / "seed0" / "ensemble.json").unlink()
+    assert cli(*args, "--out", str(partial), "--reuse", str(kept), "--finished-only") == 0
+    fourth = json.loads((partial / "schedule_curve.json").read_text())
+    assert "ensemble" not in fourth["points"][0]
+    assert fourth["points"][0]["methods"] == report["points"][0]["methods"]
 
 
 @pytest.mark.parametrize("bad", ["2.5", "0", "-1"])

@@ -10,9 +10,9 @@ the fine-tuned against the distilled students on corrupted CIFAR-10 test sets
 (``attnxfer prepare cifar10-c``).
 
 ``--curve E1,E2,...`` (:func:`schedule_curve`): instead of the table, top-1 of scratch, fine-tune,
-copy and distillation and the gap that copy and distillation recover at several training lengths
-(epochs of the full training set; a length below 1 is one pass over that share of it), the
-recipe otherwise the tier's.
+copy and distillation, the gap that copy and distillation recover, and the ensemble of the
+fine-tuned and distilled students at several training lengths (epochs of the full training set; a
+length below 1 is one pass over that share of it), the recipe otherwise the tier's.
 
 Every training run is a cell of :mod:`attnxfer.sweep` (finished cells are skipped, interrupted ones
 resumed), so the command is restartable. Output: ``results.json``, ``results.md``,
@@ -178,7 +178,11 @@ def reproduce(
         key = (cell.labels["teacher"], cell.labels["method"])
         results.setdefault(key, []).append(summary["val_top1"])
 
-    ens = [ensemble_top1(out / "cifar10_mae", seed) for seed in seeds]
+    table_dir = out / "cifar10_mae"
+    ens = [
+        ensemble_top1(table_dir / "finetune" / f"seed{seed}", table_dir / "distill" / f"seed{seed}")
+        for seed in seeds
+    ]
     scratch = mean_std(results[("cifar10_mae", "scratch")])[0]
     finetune = mean_std(results[("cifar10_mae", "finetune")])[0]
     rows = []
@@ -210,23 +214,23 @@ def reproduce(
     return report
 
 
-def ensemble_top1(table: Path, seed: int) -> float:
-    """Top-1 of the ensemble of one seed's fine-tuned and distilled models (their softmax
-    outputs averaged), recorded in the distilled run's ``ensemble.json`` with both members'
-    own top-1, so that the records of the two runs, kept without their weights, still give it.
-    A record whose members' top-1 differ from the runs' (a member trained again) is recomputed."""
+def ensemble_top1(finetune: Path, distill: Path) -> float:
+    """Top-1 of the ensemble of a fine-tuned and a distilled model (their softmax outputs
+    averaged), recorded in the distilled run's ``ensemble.json`` with both members' own top-1, so
+    that the records of the two runs, kept without their weights, still give it. A record whose
+    members' top-1 differ from the runs' (a member trained again) is recomputed."""
     from .inference import evaluate_models
 
-    runs = [table / m / f"seed{seed}" for m in ("finetune", "distill")]
+    runs = [finetune, distill]
     members = [json.loads((r / "summary.json").read_text())["val_top1"] for r in runs]
-    record = runs[1] / "ensemble.json"
+    record = distill / "ensemble.json"
     if record.is_file():
         kept = json.loads(record.read_text())
         if kept["members_top1"] == members:
             return kept["top1"]
     if not all(C.list_checkpoints(r) for r in runs):
         raise AttnxferError(
-            f"the ensemble of {runs[0]} and {runs[1]} needs both models' checkpoints (their "
+            f"the ensemble of {finetune} and {distill} needs both models' checkpoints (their "
             "records hold no weights): train them again in one folder, e.g. without --reuse"
         )
     top1 = evaluate_models(runs, ensemble=True, batch_size=256)["ensemble"]["val"]["top1"]
@@ -294,6 +298,9 @@ def schedule_curve(
     table. A run identical to a finished one under a ``reuse`` folder (e.g. the tier's table at
     its own length) is taken, not trained again. Writes ``schedule_curve.{json,md,png}``.
 
+    Each length also gets the ensemble of every seed's fine-tuned and distilled students
+    (:func:`_curve_ensemble`; evaluated once, then recorded in the distilled run).
+
     ``finished_only``: train nothing; report the runs that have finished (a point's method over
     the seeds that finished, a gap only where its scratch and fine-tune rows are there), so a
     curve still being trained can be shown as far as it has come."""
@@ -313,6 +320,7 @@ def schedule_curve(
     points = []
     for epochs in lengths:
         values: dict[str, list[float]] = {}
+        runs: dict[tuple[str, int], Path] = {}
         steps, seconds = set(), 0.0
         for method in CURVE_METHODS:
             for seed in seeds:
@@ -325,6 +333,7 @@ def schedule_curve(
                     log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
                     summary = run_cell(cell, out, found)
                 values.setdefault(method, []).append(summary["val_top1"])
+                runs[method, seed] = Path(summary.get("reused_from") or out / cell.name)
                 steps.add(summary["steps"])
                 seconds += summary["seconds"]
         if not values:
@@ -343,6 +352,7 @@ def schedule_curve(
                 "train_seconds": seconds,
                 "methods": row,
                 "gap_recovered": gaps,
+                **_curve_ensemble(runs, seeds, epochs),
             }
         )
     if not points:
@@ -368,6 +378,28 @@ def schedule_curve(
     return report
 
 
+def _curve_ensemble(runs: dict[tuple[str, int], Path], seeds: list[int], epochs: float) -> dict:
+    """``ensemble`` (top-1 of each seed's fine-tuned + distilled pair, :func:`ensemble_top1`) and
+    ``ensemble_minus_finetune`` (per seed, against that seed's fine-tuned model) of one curve
+    length, over the seeds whose pair has finished and can be evaluated; empty if none can (a
+    pair kept only as records, without weights or an ``ensemble.json``, is left out, logged)."""
+    top1, minus = [], []
+    for seed in seeds:
+        if ("finetune", seed) not in runs or ("distill", seed) not in runs:
+            continue
+        finetune = runs["finetune", seed]
+        try:
+            value = ensemble_top1(finetune, runs["distill", seed])
+        except AttnxferError as e:
+            log.warning("curve: %g epochs, seed %d: no ensemble: %s", epochs, seed, e)
+            continue
+        top1.append(value)
+        minus.append(value - json.loads((finetune / "summary.json").read_text())["val_top1"])
+    if not top1:
+        return {}
+    return {"ensemble": summarise(top1), "ensemble_minus_finetune": summarise(minus)}
+
+
 def curve_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# Schedule curve ({r['tier']} tier): CIFAR-10, {r.get('teacher_label', 'MAE teacher')}",
@@ -379,13 +411,23 @@ def curve_markdown(r: dict[str, Any]) -> str:
         "gap, on the means.",
         "",
         *table(
-            ["epochs", "steps", *CURVE_METHODS, "copy gap", "distill gap"],
+            [
+                "epochs",
+                "steps",
+                *CURVE_METHODS,
+                "copy gap",
+                "distill gap",
+                "ensemble",
+                "ensemble - fine-tune",
+            ],
             [
                 [
                     f"{p['epochs']:g}",
                     p["steps"],
                     *(pm(p["methods"][m]) if m in p["methods"] else "" for m in CURVE_METHODS),
                     *(_percent(p["gap_recovered"][m]) for m in ("copy", "distill")),
+                    pm(p["ensemble"]) if "ensemble" in p else "",
+                    f"{p['ensemble_minus_finetune']['mean']:+.2f}" if "ensemble" in p else "",
                 ]
                 for p in r["points"]
             ],
@@ -394,7 +436,9 @@ def curve_markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"A length below 1 epoch is one pass over that share of the {r['train_images']:,} "
-        "training images (a fixed random subset); warm-up is 10% of every schedule."
+        "training images (a fixed random subset); warm-up is 10% of every schedule. Ensemble: "
+        "the fine-tuned and the distilled student of a seed, their softmax outputs averaged; "
+        "ensemble - fine-tune: against the same seed's fine-tuned student (mean over seeds)."
         + (
             " **The runs finished so far** (`--finished-only`): a blank cell is a run not "
             "finished yet, and a length's rows may stand on fewer seeds than the others."
@@ -426,6 +470,16 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
             at = [p["steps"] for p in have]
             color = f"C{CURVE_METHODS.index(m)}"  # one colour per method in both panels
             axes[0].errorbar(at, means, yerr=stds, marker="o", capsize=3, label=m, color=color)
+        have = [p for p in points if "ensemble" in p]
+        if have:
+            axes[0].plot(
+                [p["steps"] for p in have],
+                [p["ensemble"]["mean"] for p in have],
+                marker="^",
+                ls="--",
+                label="ensemble (fine-tune + distill)",
+                color=f"C{len(CURVE_METHODS)}",
+            )
         axes[0].set_ylabel("CIFAR-10 top-1 (%)")
         axes[1].axhline(100, color="grey", lw=0.8, ls="--")
         axes[1].axhline(0, color="black", lw=0.8)

@@ -80,18 +80,21 @@ RECORDS = ("config.yaml", "summary.json", "metrics.jsonl", "ensemble.json", "cor
 
 def keep_records(src: Path, dest: Path) -> list[Path]:
     """Copy the :data:`RECORDS` of every finished run under ``src`` (not links to other runs)
-    to the same relative place under ``dest``, where :func:`finished_runs` finds them; records
-    already there are left as they are. Returns the folders written."""
+    to the same relative place under ``dest``, where :func:`finished_runs` finds them. Records
+    already there are left as they are; a record a run gained after it was kept (an
+    ``ensemble.json`` evaluated later) is added. Returns the folders written or added to."""
     kept = []
     for summary in sorted(Path(src).rglob("summary.json")):
         run = summary.parent
-        if not (run / "config.yaml").is_file() or (dest / run.relative_to(src)).exists():
+        if run.is_symlink() or not (run / "config.yaml").is_file():
             continue
         target = dest / run.relative_to(src)
-        target.mkdir(parents=True)
-        for name in RECORDS:
-            if (run / name).is_file():
-                shutil.copy2(run / name, target / name)
+        new = [n for n in RECORDS if (run / n).is_file() and not (target / n).exists()]
+        if not new:
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for name in new:
+            shutil.copy2(run / name, target / name)
         kept.append(target)
     return kept
 
