@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 
 import pytest
 import timm
@@ -160,10 +161,29 @@ def test_mae_pretrain_writes_a_teacher_that_transfers(tmp_path, capsys):
     assert cli("pretrain", "--card", str(out), "--title", "tiny", "--downstream", str(student)) == 0
     readme = (out / "teacher" / "README.md").read_text()
     assert readme.startswith("# tiny: a MAE teacher") and "![pre-training" in readme
-    row = f"| distill | all | 1 | {done['steps']} | {done['val_top1']:.2f} | `student` |"
+    row = f"| distill | all | 1 | {done['steps']} | {done['val_top1']:.2f} | `{student}` |"
     assert row in readme
     assert cli("pretrain", "--card", str(out), "--downstream", str(tmp_path)) == 2
     assert "is not a finished training run" in capsys.readouterr().err
+
+    # a teacher folder whose run is gone: only its table of students is written, in place
+    assert cli("pretrain", "--card", str(out)) == 0  # the card without students
+    bare = (out / "teacher" / "README.md").read_text()
+    folder = tmp_path / "kept_teacher"
+    shutil.copytree(out / "teacher", folder)
+    for _ in range(2):  # added once, then rewritten, never repeated
+        assert cli("pretrain", "--card", str(folder), "--downstream", str(student)) == 0
+        kept = (folder / "README.md").read_text()
+        assert kept.count(row) == 1 and kept.count("Accuracy of students") == 1
+    before, _, after = bare.partition("Resolved configuration")
+    assert kept.startswith(before) and kept.endswith("Resolved configuration" + after)
+    assert kept.index(row) < kept.index("Resolved configuration")
+    capsys.readouterr()
+    assert cli("pretrain", "--card", str(folder)) == 2
+    assert "only its --downstream table" in capsys.readouterr().err
+    assert cli("pretrain", "--card", str(tmp_path / "none"), "--downstream", str(student)) == 2
+    assert "neither a finished pre-training run" in capsys.readouterr().err
+    assert (folder / "README.md").read_text() == kept
 
 
 def test_mae_resume_is_exact(tmp_path):

@@ -158,7 +158,8 @@ def add_pretrain(sub: Subparsers) -> None:
         "--card",
         metavar="RUN",
         help="instead of training: rewrite the model card (README.md, loss.png) of the finished "
-        "pre-training RUN",
+        "pre-training RUN; given a teacher folder instead (model.safetensors and README.md, its "
+        "run gone), rewrite only its table of --downstream students",
     )
     parser.add_argument(
         "--downstream",
@@ -173,17 +174,28 @@ def add_pretrain(sub: Subparsers) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import pretrain, write_card
+    from .pretrain import pretrain, set_downstream, write_card
 
     if args.card:
         if args.config or args.overrides or args.resume or args.method:
             raise AttnxferError(
                 "--card reads a finished run: give no config, overrides or --resume"
             )
-        if not (Path(args.card) / "teacher" / "model.safetensors").is_file():
-            raise AttnxferError(f"{args.card} is not a finished pre-training run (no teacher/)")
-        downstream = [Path(d) for d in args.downstream]
-        print(write_card(Path(args.card), args.title, downstream))
+        card, downstream = Path(args.card), [Path(d) for d in args.downstream]
+        if (card / "teacher" / "model.safetensors").is_file():
+            print(write_card(card, args.title, downstream))
+            return 0
+        if not ((card / "model.safetensors").is_file() and (card / "README.md").is_file()):
+            raise AttnxferError(
+                f"{card} is neither a finished pre-training run (no teacher/) nor a teacher folder "
+                "with its card (model.safetensors, README.md)"
+            )
+        if args.title or not downstream:
+            raise AttnxferError(
+                f"{card} is a teacher folder without its run: only its --downstream table can be "
+                "rewritten; give one or more --downstream runs and no --title"
+            )
+        print(set_downstream(card / "README.md", downstream))
         return 0
     if args.downstream or args.title:
         raise AttnxferError("--downstream and --title go with --card RUN")

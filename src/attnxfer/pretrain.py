@@ -260,10 +260,44 @@ def _downstream_rows(runs: list[Path]) -> list[list[Any]]:
         d = cfg["data"]
         images = f"{d['train_subset']:,}" if d.get("train_subset") else "all"
         mode = cfg["transfer"]["mode"]
-        rows.append(
-            [mode, images, s["epochs"], s["steps"], f"{s['val_top1']:.2f}", f"`{run.name}`"]
-        )
+        rows.append([mode, images, s["epochs"], s["steps"], f"{s['val_top1']:.2f}", f"`{run}`"])
     return rows
+
+
+#: the line above a card's table of students trained with the teacher
+DOWNSTREAM = "Accuracy of students trained with it (top-1 on the validation split):"
+
+
+def _downstream_block(runs: list[Path]) -> list[str]:
+    return [
+        DOWNSTREAM,
+        "",
+        *table(
+            ["mode", "training images", "epochs", "steps", "top-1", "run"], _downstream_rows(runs)
+        ),
+    ]
+
+
+def set_downstream(card: Path, downstream: list[Path]) -> Path:
+    """Rewrite only the table of students trained with the teacher in an existing model card
+    (``README.md`` of a teacher folder), adding it before the resolved configuration if the card
+    has none: for a teacher whose pre-training run is no longer there to rewrite the whole card."""
+    lines = card.read_text().split("\n")
+    block = _downstream_block(list(downstream))  # every run checked before the card is touched
+    if DOWNSTREAM in lines:
+        start = end = lines.index(DOWNSTREAM)
+        end += 2  # the heading, a blank line, then the table's rows
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        lines[start:end] = block
+    else:
+        at = next((i for i, x in enumerate(lines) if x.startswith("Resolved configuration")), None)
+        if at is None:
+            lines += ["", *block, ""]
+        else:
+            lines[at:at] = [*block, ""]
+    card.write_text("\n".join(lines))
+    return card
 
 
 def write_card(run_dir: Path, title: str | None = None, downstream: list[Path] = ()) -> Path:
@@ -340,15 +374,7 @@ def write_card(run_dir: Path, title: str | None = None, downstream: list[Path] =
     plot_losses(run_dir, teacher / "loss.png")
     text += ["", "![pre-training and validation loss](loss.png)"]
     if downstream:
-        text += [
-            "",
-            "Accuracy of students trained with it (top-1 on the validation split):",
-            "",
-            *table(
-                ["mode", "training images", "epochs", "steps", "top-1", "run"],
-                _downstream_rows(list(downstream)),
-            ),
-        ]
+        text += ["", *_downstream_block(list(downstream))]
     text += ["", "Resolved configuration (`config.yaml` of the run):", "", "```yaml", config, "```"]
     path = teacher / "README.md"
     path.write_text("\n".join(text) + "\n")
