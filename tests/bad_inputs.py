@@ -491,6 +491,11 @@ CASES: list[Case] = [
         "pretrain.decoder_dim=128 is not divisible by pretrain.decoder_heads=3",
     ),
     Case(
+        "model card of a folder that is neither a run nor a teacher",
+        lambda t: ["pretrain", "--card", str(t / "none"), "--downstream", str(t)],
+        "is neither a finished pre-training run (no teacher/) nor a teacher folder",
+    ),
+    Case(
         "sweep grid without values",
         lambda t: ["sweep", "--grid", "transfer.mode", "--out", str(t / "s"), *TINY],
         "is not KEY=V1,V2",
