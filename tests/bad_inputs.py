@@ -553,6 +553,19 @@ CASES: list[Case] = [
         "no finished cell of the sweep",
     ),
     Case(
+        "sweep --plan together with --finished-only",
+        lambda t: [
+            "sweep",
+            "--grid",
+            "transfer.mode=scratch",
+            "--out",
+            str(t / "s"),
+            "--plan",
+            "--finished-only",
+        ],
+        "--plan and --finished-only: give one of them",
+    ),
+    Case(
         "prepare of an unknown data set",
         lambda t: ["prepare", "imagenet-21k", "--cache", str(t / "c")],
         "unknown data set",

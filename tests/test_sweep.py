@@ -81,6 +81,23 @@ def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file)
     assert cli(*empty, "--finished-only") == 2
     assert "no finished cell of the sweep" in capsys.readouterr().err
 
+    # --plan: what the wider grid would do with each run, trained and written nothing
+    (out / "mode=copy" / "seed1" / "checkpoints" / "step_3").mkdir(parents=True)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert cli(*wider, "--plan") == 0
+    said = capsys.readouterr().out.splitlines()
+    assert "mode=distill/seed1: finished" in said
+    assert "mode=copy/seed0: to train" in said
+    assert "mode=copy/seed1: resumes from step_3" in said
+    command = said[said.index("mode=copy/seed0: to train") + 1]
+    assert command.startswith("  attnxfer train --resume auto ") and "transfer.mode=copy" in command
+    assert said[-1].startswith("6 runs: 4 finished, 0 taken from finished runs, 1 to resume, 1 to")
+    assert cli(*elsewhere, "--reuse", str(out), "--plan") == 0
+    said = capsys.readouterr().out.splitlines()
+    assert f"mode=scratch/seed0: taken from {out / 'mode=scratch/seed0'}" in said
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+    assert cli(*wider, "--plan", "--finished-only") == 2
+
 
 def test_run_identity_ignores_the_output_and_spellings_of_one_setting():
     def identity(*overrides):
@@ -165,6 +182,9 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     md = (out / "results.md").read_text()
     assert "| distill |" in md and "Hardware:" in md
     assert "attnxfer reproduce" in md
+    capsys.readouterr()
+    assert cli(*args, "--plan") == 0  # the table's runs: all finished
+    assert capsys.readouterr().out.splitlines()[-1].startswith("5 runs: 5 finished, 0 taken")
 
     # the runs' records, kept without weights, give the same table in another folder
     kept = tmp_path / "kept"
@@ -186,7 +206,7 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     assert keep_records(out, kept) == []
 
 
-def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file):
+def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     """Every method at every length, a share of an epoch as a subset, the gap per length, the
     files; a second invocation takes identical finished runs instead of training them."""
     from attnxfer import reproduce as R
@@ -220,6 +240,14 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file):
     assert (out / "schedule_curve.png").stat().st_size > 0
     assert "| 0.1 |" in (out / "schedule_curve.md").read_text()
     assert "ensemble - fine-tune" in (out / "schedule_curve.md").read_text()
+    # --plan of a longer curve: the finished lengths, and the commands of the new one
+    capsys.readouterr()
+    longer = ["reproduce", "--curve", "0.1,1,2", *TINY_STUDENT[1:], "optim.lr=1e-3"]
+    assert cli(*longer, "--out", str(out), "--plan") == 0
+    said = capsys.readouterr().out.splitlines()
+    assert "e1/distill/seed0: finished" in said and "e2/distill/seed0: to train" in said
+    assert said[-1].startswith("12 runs: 8 finished, 0 taken from finished runs, 0 to resume, 4 ")
+    assert not (out / "e2").exists()
 
     again = tmp_path / "again"
     assert cli(*args, "--seeds", "0", "--out", str(again), "--reuse", str(out)) == 0

@@ -89,6 +89,21 @@ def _reuse_argument(parser: argparse.ArgumentParser) -> None:
         "whose resolved config equals one of them takes its result instead of training; "
         "repeatable",
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="train and write nothing: list each run and what this command would do with it "
+        "(finished, taken from --reuse, resumed, trained, with its command)",
+    )
+
+
+def _print_plan(cells, args: argparse.Namespace) -> int:
+    from .sweep import plan
+
+    if args.finished_only:
+        raise AttnxferError("--plan and --finished-only: give one of them")
+    print(plan(cells, Path(args.out), [Path(d).expanduser() for d in args.reuse]))
+    return 0
 
 
 def _config(args: argparse.Namespace):
@@ -368,8 +383,13 @@ def add_sweep(sub: Subparsers) -> None:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from .sweep import sweep
+    from .sweep import grid_cells, parse_grid, sweep
 
+    if args.plan:
+        seeds = _ints(args.seeds, "--seeds")
+        return _print_plan(
+            grid_cells(args.config, parse_grid(args.grid), seeds, args.overrides), args
+        )
     result = sweep(
         args.config,
         args.grid,
@@ -423,11 +443,22 @@ def add_reproduce(sub: Subparsers) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce, schedule_curve
+    from .reproduce import planned_cells, reproduce, schedule_curve
 
+    if args.curve is not None and (args.shift or args.shift_teacher):
+        raise AttnxferError("--curve draws the in-distribution curve only: drop --shift")
+    if args.plan:
+        cells = planned_cells(
+            args.tier,
+            _ints(args.seeds, "--seeds"),
+            args.shift,
+            args.overrides,
+            args.teacher,
+            args.shift_teacher,
+            lengths=None if args.curve is None else _floats(args.curve, "--curve"),
+        )
+        return _print_plan(cells, args)
     if args.curve is not None:
-        if args.shift or args.shift_teacher:
-            raise AttnxferError("--curve draws the in-distribution curve only: drop --shift")
         schedule_curve(
             args.tier,
             Path(args.out),

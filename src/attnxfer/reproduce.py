@@ -144,6 +144,41 @@ def _check_teachers(paths: list[str]) -> None:
             )
 
 
+def planned_cells(
+    tier_name: str,
+    seeds: list[int] | None = None,
+    shift: bool = False,
+    overrides: list[str] = (),
+    teacher: str | None = None,
+    shift_teacher: str | None = None,
+    lengths: list[float] | None = None,
+) -> list[Cell]:
+    """The runs behind :func:`reproduce`'s table, or, given ``lengths``, behind
+    :func:`schedule_curve`; the teachers and the lengths are checked first."""
+    tier = _tier(tier_name)
+    seeds = list(seeds or tier.seeds)
+    teacher = teacher or tier.teacher
+    if lengths is not None:
+        if not lengths:
+            raise AttnxferError("--curve needs at least one training length, e.g. 0.4,2,5,10")
+        _check_teachers([teacher])
+        lengths = sorted(set(lengths))
+        for epochs in lengths:  # every length checked before anything trains
+            length_overrides(epochs, tier.train_images)
+        return [
+            curve_cell(tier, teacher, epochs, method, seed, list(overrides))
+            for epochs in lengths
+            for method in CURVE_METHODS
+            for seed in seeds
+        ]
+    shift_teacher = shift_teacher or tier.shift_teacher
+    _check_teachers([teacher, *([shift_teacher] if shift else [])])
+    cells = _cells(tier, teacher, "cifar10_mae", METHODS, seeds, list(overrides))
+    if shift:
+        cells += _cells(tier, shift_teacher, "tiny_mae", SHIFT_METHODS, seeds, list(overrides))
+    return cells
+
+
 def reproduce(
     tier_name: str,
     out: Path,
@@ -164,13 +199,9 @@ def reproduce(
     tier = _tier(tier_name)
     seeds = list(seeds or tier.seeds)
     teacher = teacher or tier.teacher
-    paths = [teacher] + ([shift_teacher or tier.shift_teacher] if shift else [])
-    _check_teachers(paths)
+    cells = planned_cells(tier_name, seeds, shift, overrides, teacher, shift_teacher)
     found = finished_runs(list(reuse))
     start = time.time()
-    cells = _cells(tier, teacher, "cifar10_mae", METHODS, seeds, list(overrides))
-    if shift:
-        cells += _cells(tier, paths[1], "tiny_mae", SHIFT_METHODS, seeds, list(overrides))
     results: dict[tuple[str, str], list[float]] = {}
     for i, cell in enumerate(cells, 1):
         log.info("reproduce: run %d/%d (%s)", i, len(cells), cell.name)
@@ -205,7 +236,8 @@ def reproduce(
         "rows": rows,
     }
     if shift:
-        report["shift"] = _shift(out, results, seeds, paths[1], Path(cache).expanduser())
+        shift_teacher = shift_teacher or tier.shift_teacher
+        report["shift"] = _shift(out, results, seeds, shift_teacher, Path(cache).expanduser())
     report["hardware"] = hardware()
     report["command"] = command
     report["wall_seconds_this_invocation"] = time.time() - start
@@ -279,6 +311,7 @@ def curve_cell(
             *overrides,
             *length_overrides(epochs, tier.train_images),
         ],
+        labels={"epochs": epochs, "method": method, "seed": seed},
     )
 
 
@@ -307,35 +340,29 @@ def schedule_curve(
     from .sweep import finished_cell, finished_runs
 
     tier = _tier(tier_name)
-    if not lengths:
-        raise AttnxferError("--curve needs at least one training length, e.g. 0.4,2,5,10")
     seeds = list(seeds or tier.seeds)
     teacher = teacher or tier.teacher
-    _check_teachers([teacher])
+    cells = planned_cells(tier_name, seeds, overrides=overrides, teacher=teacher, lengths=lengths)
     found = finished_runs(list(reuse))
-    lengths = sorted(set(lengths))
-    for epochs in lengths:  # every length checked before anything trains
-        length_overrides(epochs, tier.train_images)
     start = time.time()
     points = []
-    for epochs in lengths:
+    for epochs in sorted(set(lengths)):
         values: dict[str, list[float]] = {}
         runs: dict[tuple[str, int], Path] = {}
         steps, seconds = set(), 0.0
-        for method in CURVE_METHODS:
-            for seed in seeds:
-                cell = curve_cell(tier, teacher, epochs, method, seed, overrides)
-                if finished_only:
-                    summary = finished_cell(cell, out, found)
-                    if summary is None:
-                        continue
-                else:
-                    log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
-                    summary = run_cell(cell, out, found)
-                values.setdefault(method, []).append(summary["val_top1"])
-                runs[method, seed] = Path(summary.get("reused_from") or out / cell.name)
-                steps.add(summary["steps"])
-                seconds += summary["seconds"]
+        for cell in (c for c in cells if c.labels["epochs"] == epochs):
+            method, seed = cell.labels["method"], cell.labels["seed"]
+            if finished_only:
+                summary = finished_cell(cell, out, found)
+                if summary is None:
+                    continue
+            else:
+                log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
+                summary = run_cell(cell, out, found)
+            values.setdefault(method, []).append(summary["val_top1"])
+            runs[method, seed] = Path(summary.get("reused_from") or out / cell.name)
+            steps.add(summary["steps"])
+            seconds += summary["seconds"]
         if not values:
             continue
         row = {m: summarise(v) for m, v in values.items()}

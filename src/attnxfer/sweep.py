@@ -165,6 +165,46 @@ def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> di
     return result
 
 
+def plan(cells: list[Cell], root: Path, reuse: list[Path] = ()) -> str:
+    """What running ``cells`` under ``root`` would do, one line a cell, then a total: finished,
+    taken from an identical finished run in ``reuse``, resumed from its newest checkpoint, or
+    trained (with the command it would run). Every cell's config is checked; nothing is trained
+    or written."""
+    from .checkpoint import list_checkpoints
+
+    for cell in cells:
+        load_config(cell.configs, cell.overrides)
+    known = finished_runs(list(reuse))
+    lines, counts, seconds = [], {"finished": 0, "taken": 0, "resumed": 0, "trained": 0}, []
+    for cell in cells:
+        summary = finished_cell(cell, root, known)
+        checkpoints = list_checkpoints(root / cell.name) if summary is None else []
+        if summary is not None:
+            kind = "taken" if "reused_from" in summary else "finished"
+            status = f"taken from {summary['reused_from']}" if kind == "taken" else "finished"
+            seconds.append(summary["seconds"])
+        elif checkpoints:
+            kind, status = "resumed", f"resumes from {checkpoints[-1].name}"
+        else:
+            kind, status = "trained", "to train"
+        counts[kind] += 1
+        lines.append(f"{cell.name}: {status}")
+        if kind in ("resumed", "trained"):
+            args = [a for c in cell.configs for a in ("-c", str(c))]
+            command = [cell.command, "--resume", "auto", *args, *cell.overrides]
+            lines.append(f"  attnxfer {' '.join(command)} run.output={root / cell.name}")
+    total = (
+        f"{len(cells)} runs: {counts['finished']} finished, {counts['taken']} taken from finished "
+        f"runs, {counts['resumed']} to resume, {counts['trained']} to train"
+    )
+    if seconds and counts["resumed"] + counts["trained"]:
+        total += (
+            f"; the {len(seconds)} finished took {sum(seconds) / len(seconds) / 60:.1f} min each "
+            "on average (on the hardware that trained them)"
+        )
+    return "\n".join([*lines, total])
+
+
 def _brief(summary: dict[str, Any]) -> str:
     keys = [k for k in ("val_top1", "ema_top1", "val_recon_loss") if k in summary]
     return ", ".join(f"{k} {summary[k]:.2f}" for k in keys)
