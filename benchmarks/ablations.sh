@@ -5,7 +5,8 @@
 # SEEDS, OUT (the folder instead of runs/ablations) and TABLE (the main table's runs to reuse)
 # may be set in the environment, and EXTRA: overrides added to every cell (e.g. a training length),
 # REUSE: more folders of finished runs to take cells from (space-separated), and FINISHED_ONLY=1:
-# train nothing, tabulate the cells finished so far (`attnxfer sweep --finished-only`).
+# train nothing, tabulate the cells finished so far (`attnxfer sweep --finished-only`), and PLAN=1:
+# run nothing, list what each cell would do (`attnxfer sweep --plan`).
 #   bash benchmarks/ablations.sh [name ...]      # default: all of them, in this order
 #   RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
 #     TABLE=runs/reproduce-cpu-long OUT=runs/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers
@@ -26,6 +27,7 @@ OUT=${OUT:-runs/ablations}
 TABLE=${TABLE:-runs/reproduce-cpu}
 EXTRA=${EXTRA:-}
 [ -n "${FINISHED_ONLY:-}" ] && EXTRA="$EXTRA --finished-only"
+[ -n "${PLAN:-}" ] && EXTRA="$EXTRA --plan"
 COPY_RECIPE=optim.layer_decay=0.75  # the copy rows of the main table use it (as the reference)
 reuse=()
 for dir in "$TABLE" "$OUT" ${REUSE:-}; do

@@ -67,16 +67,22 @@ def test_ablations_script_runs_its_sweeps_and_refuses_unknown_names(tmp_path, te
 
     bad = run("nope")
     assert bad.returncode == 2 and "unknown ablation nope" in bad.stderr
-    done = run("features", "what_copy")
+    done = run("features")
     assert done.returncode == 0, done.stderr[-2000:]
     features = json.loads((tmp_path / "ablations/features/results.json").read_text())
     assert [r["transfer.mode"] for r in features["rows"]] == ["distill", "feature_distill"]
-    copy = json.loads((tmp_path / "ablations/what_copy/results.json").read_text())
-    assert [r["transfer.mode"] for r in copy["rows"]] == ["copy", "copy_q", "copy_k", "copy_v"]
-    assert "optim.layer_decay=0.75" in copy["fixed"]
-    assert copy["title"].startswith("What is copied")
-    env["FINISHED_ONLY"] = "1"  # tabulates the finished cells, trains none
+    assert features["title"].startswith("Attention distillation against feature")
     runs = sorted((tmp_path / "ablations").rglob("summary.json"))
+    env["PLAN"] = "1"  # each cell's command, nothing run
+    plan = run("what_copy")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    commands = [line for line in plan.stdout.splitlines() if line.startswith("  attnxfer train")]
+    modes = [c.split("transfer.mode=")[1].split()[0] for c in commands]
+    assert modes == ["copy", "copy_q", "copy_k", "copy_v"]
+    assert all("optim.layer_decay=0.75" in c and str(teacher_file) in c for c in commands)
+    assert not (tmp_path / "ablations/what_copy").exists()
+    del env["PLAN"]
+    env["FINISHED_ONLY"] = "1"  # tabulates the finished cells, trains none
     again = run("features")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "ablations/features/results.json").read_text())["finished_only"]
