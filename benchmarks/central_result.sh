@@ -6,14 +6,14 @@
 # 1. the long CIFAR-10 MAE teacher (configs/cifar10/mae_teacher_long.yaml, 200 epochs), then
 #    its copy in teachers/cifar10-mae-d128-l4-e200/
 # 2. the schedule curve's shorter lengths, 0.4, 2 and 5 epochs, seed 0 (the first evidence)
-# 3. which layers are distilled, at the curve's 5-epoch length (1,950 steps), seed 0: the test of
-#    the locality reading (the MAE teacher's top-layer maps are the ones fine-tuning leaves)
-# 4. the same curve with the supervised CIFAR-10 ViT of ../shared/data as teacher (a diagnostic:
+# 3. the same curve with the supervised CIFAR-10 ViT of ../shared/data as teacher (a diagnostic:
 #    a teacher whose maps suit the task), 0.4, 2 and 5 epochs, seed 0
+# 4. which layers are distilled, at the curve's 5-epoch length (1,950 steps), seed 0: the test of
+#    the locality reading (the MAE teacher's top-layer maps are the ones fine-tuning leaves)
 # 5. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
 #    the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from the table)
 # 6. the long-tier table's seeds 1 and 2
-# 7. the teacher's model card, with its fine-tuning and scratch students from the table
+# 7. the teacher's model card, with the students of the curve and of the table (seed 0)
 # 8. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
 # 9. the long Tiny-ImageNet teacher and the table's distribution-shift rows
 # Steps 2, 3, 5, 6 and 9 are `attnxfer reproduce` runs and steps 4 and 8 `attnxfer sweep` runs:
@@ -51,23 +51,36 @@ step "1. CIFAR-10 MAE teacher, 200 epochs"
 teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
 step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}"
-step "3. which layers are distilled, at 1,950 steps, seed 0"
-RUNS=$RUNS bash benchmarks/ablations_e5.sh layers
-step "4. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
+step "3. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
   --out "$CURVE-supervised" "${kept[@]}"
+step "4. which layers are distilled, at 1,950 steps, seed 0"
+RUNS=$RUNS bash benchmarks/ablations_e5.sh layers
 step "5. long-tier table, seed 0, and the schedule curve to 10 epochs"
 attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE" \
   "${kept[@]}"
 step "6. long-tier table, seeds 0-2"
 attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}"
-step "7. the teacher's card, with its fine-tuned and scratch students (seed 0)"
-downstream=("$TABLE"/*/finetune/seed0 "$TABLE"/scratch/seed0)
-attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \
-  --downstream "${downstream[@]}"
-cp "$RUNS/teachers/cifar10_mae_long/teacher/README.md" "$RUNS/teachers/cifar10_mae_long/teacher/loss.png" \
-  "$TEACHER/"
+step "7. the teacher's card, with the curve's students and the table's (seed 0)"
+downstream=()
+for e in e0.4 e2 e5; do  # the committed record where there is one, else this checkout's run
+  for m in scratch finetune copy distill; do
+    for run in "$KEPT/schedule-curve/$e/$m/seed0" "$CURVE/$e/$m/seed0"; do
+      [ -f "$run/summary.json" ] && { downstream+=(--downstream "$run"); break; }
+    done
+  done
+done
+for run in "$TABLE"/scratch/seed0 "$TABLE"/cifar10_mae/*/seed0; do
+  [ -f "$run/summary.json" ] && downstream+=(--downstream "$run")
+done
+if [ -d "$RUNS/teachers/cifar10_mae_long/teacher" ]; then  # the whole card, from its run
+  attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \
+    "${downstream[@]}"
+  cp "$RUNS/teachers/cifar10_mae_long/teacher/"{README.md,loss.png} "$TEACHER/"
+else  # the run is in another checkout: its card keeps all but the table of students
+  attnxfer pretrain --card "$TEACHER" "${downstream[@]}"
+fi
 step "8. ablations on the long recipe, seed 0"
 RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$TABLE \
   OUT=$RUNS/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers heads what_distill
