@@ -18,6 +18,9 @@
 # 9. the long Tiny-ImageNet teacher and the table's distribution-shift rows
 # Steps 2, 3, 5, 6 and 9 are `attnxfer reproduce` runs and steps 4 and 8 `attnxfer sweep` runs:
 # each finished student is kept.
+# PLAN=1 runs nothing: every step lists what it would do with each of its runs (finished, taken
+# from a kept record, resumed, or to train, with its command: `--plan`), and the teachers to make:
+#   PLAN=1 bash benchmarks/central_result.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -33,10 +36,16 @@ SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
 KEPT=docs/results/runs
 kept=()
 [ -d "$KEPT" ] && kept=(--reuse "$KEPT")
+plan=()
+[ -n "${PLAN:-}" ] && plan=(--plan)  # benchmarks/ablations.sh reads PLAN itself
 
 teacher() {  # teacher CONFIG RUN FOLDER: pre-train (or resume) once, then copy RUN/teacher
   local config=$1 run=$2 folder=$3
   [ -f "$folder/model.safetensors" ] && return
+  if [ -n "${PLAN:-}" ]; then
+    echo "teacher $folder: to pre-train (attnxfer pretrain --method mae -c $config --resume auto)"
+    return
+  fi
   if [ ! -f "$run/summary.json" ]; then
     attnxfer pretrain --method mae -c "$config" --resume auto
   fi
@@ -50,18 +59,18 @@ step() { echo "== $(date -u +%H:%M) $*"; }
 step "1. CIFAR-10 MAE teacher, 200 epochs"
 teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
 step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}" "${plan[@]}"
 step "3. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
-  --out "$CURVE-supervised" "${kept[@]}"
+  --out "$CURVE-supervised" "${kept[@]}" "${plan[@]}"
 step "4. which layers are distilled, at 1,950 steps, seed 0"
 RUNS=$RUNS bash benchmarks/ablations_e5.sh layers
 step "5. long-tier table, seed 0, and the schedule curve to 10 epochs"
-attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}"
+attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}" "${plan[@]}"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE" \
-  "${kept[@]}"
+  "${kept[@]}" "${plan[@]}"
 step "6. long-tier table, seeds 0-2"
-attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}"
+attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}" "${plan[@]}"
 step "7. the teacher's card, with the curve's students and the table's (seed 0)"
 downstream=()
 for e in e0.4 e2 e5; do  # the committed record where there is one, else this checkout's run
@@ -74,7 +83,9 @@ done
 for run in "$TABLE"/scratch/seed0 "$TABLE"/cifar10_mae/*/seed0; do
   [ -f "$run/summary.json" ] && downstream+=(--downstream "$run")
 done
-if [ -d "$RUNS/teachers/cifar10_mae_long/teacher" ]; then  # the whole card, from its run
+if [ -n "${PLAN:-}" ]; then
+  echo "the card: rewritten with the $((${#downstream[@]} / 2)) students finished so far"
+elif [ -d "$RUNS/teachers/cifar10_mae_long/teacher" ]; then  # the whole card, from its run
   attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \
     "${downstream[@]}"
   cp "$RUNS/teachers/cifar10_mae_long/teacher/"{README.md,loss.png} "$TEACHER/"
@@ -85,7 +96,11 @@ step "8. ablations on the long recipe, seed 0"
 RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$TABLE \
   OUT=$RUNS/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers heads what_distill
 step "9. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
-attnxfer prepare tiny-imagenet
+[ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
-attnxfer reproduce --tier cpu-long --shift --out "$TABLE"
+if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then
+  echo "the shift rows: planned once the Tiny-ImageNet teacher exists"
+else
+  attnxfer reproduce --tier cpu-long --shift --out "$TABLE" "${kept[@]}" "${plan[@]}"
+fi
 step "all done"
