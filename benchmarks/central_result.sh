@@ -67,7 +67,9 @@ step "4. which layers are distilled, at 1,950 steps, seed 0"
 RUNS=$RUNS bash benchmarks/ablations_e5.sh layers
 step "5. long-tier table, seed 0, and the schedule curve to 10 epochs"
 attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}" "${plan[@]}"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" --reuse "$TABLE" \
+table=()  # the 10-epoch point is the table's seed 0 (under PLAN=1 the table may not exist yet)
+[ -d "$TABLE" ] && table=(--reuse "$TABLE")
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" "${table[@]}" \
   "${kept[@]}" "${plan[@]}"
 step "6. long-tier table, seeds 0-2"
 attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}" "${plan[@]}"

@@ -20,6 +20,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from attnxfer.cli import main
+from attnxfer.config import dump_config, load_config
 
 TINY = [
     "student.arch=vit_tiny_patch16_224",
@@ -63,6 +64,16 @@ def _other_arch_run(tmp: Path) -> Path:
     narrow = "{img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2}"
     main(["train", *TINY, f"run.output={tmp / 'other'}", f"student.model_args={narrow}"])
     return tmp / "other"
+
+
+def _foreign_cell(sweep: Path) -> Path:
+    """A sweep folder whose cell ``mode=scratch/seed0`` holds a finished run started by hand
+    with another learning rate than the sweep's."""
+    run = sweep / "mode=scratch" / "seed0"
+    run.mkdir(parents=True)
+    dump_config(load_config([], [*TINY, "optim.lr=0.1", f"run.output={run}"]), run / "config.yaml")
+    (run / "summary.json").write_text('{"val_top1": 50.0}')
+    return sweep
 
 
 def _mkdirs(path: Path, root: Path) -> Path:
@@ -551,6 +562,20 @@ CASES: list[Case] = [
             "student.arch=vit_tiny_patch16_224",
         ],
         "no finished cell of the sweep",
+    ),
+    Case(
+        "sweep whose cell folder holds a run of another configuration",
+        lambda t: [
+            "sweep",
+            "--grid",
+            "transfer.mode=scratch",
+            "--seeds",
+            "0",
+            "--out",
+            str(_foreign_cell(t / "s")),
+            *TINY[:-1],
+        ],
+        "holds a run of another configuration than cell mode=scratch/seed0",
     ),
     Case(
         "sweep --plan together with --finished-only",

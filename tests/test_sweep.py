@@ -7,10 +7,19 @@ import json
 import pytest
 from helpers import TINY_STUDENT, cli
 
-from attnxfer.config import load_config
+from attnxfer.config import dump_config, load_config
 from attnxfer.errors import AttnxferError
 from attnxfer.report import mean_std
-from attnxfer.sweep import Cell, grid_cells, keep_records, parse_grid, run_cell, run_identity
+from attnxfer.sweep import (
+    Cell,
+    finished_cell,
+    grid_cells,
+    keep_records,
+    parse_grid,
+    plan,
+    run_cell,
+    run_identity,
+)
 
 
 def test_grid_is_a_product_with_readable_names():
@@ -140,6 +149,31 @@ def test_a_sweep_takes_identical_finished_runs_and_trains_the_rest(tmp_path, tea
         "reused_from" not in r for r in json.loads((third / "results.json").read_text())["rows"]
     )
     assert len(list(third.rglob("summary.json"))) == 2
+
+
+def test_a_run_of_another_configuration_in_a_cells_place_is_refused_not_taken(tmp_path):
+    # a run started by hand without the cell's layer decay: its number must not fill the row
+    cell = Cell("e5/finetune/seed0", overrides=["transfer.mode=finetune", "optim.layer_decay=0.75"])
+    run = tmp_path / cell.name
+    run.mkdir(parents=True)
+    dump_config(
+        load_config([], ["transfer.mode=finetune", f"run.output={run}"]), run / "config.yaml"
+    )
+    refused = pytest.raises(
+        AttnxferError,
+        match=r"another configuration than cell e5/finetune/seed0 "
+        r"\(run vs cell: optim\.layer_decay: None vs 0\.75\); move it away",
+    )
+    with refused:
+        run_cell(cell, tmp_path)  # interrupted: not resumed with the cell's config
+    (run / "summary.json").write_text('{"val_top1": 71.9}')
+    for check in (run_cell, finished_cell, lambda c, root: plan([c], root)):
+        with refused:
+            check(cell, tmp_path)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "summary.json"]  # untouched
+    # the cell's own run (any run.output) is taken
+    dump_config(load_config([], [*cell.overrides, "run.output=x"]), run / "config.yaml")
+    assert run_cell(cell, tmp_path) == finished_cell(cell, tmp_path) == {"val_top1": 71.9}
 
 
 def test_a_failing_cell_names_its_log_and_a_bad_cell_runs_nothing(tmp_path):

@@ -3,7 +3,8 @@
 A *cell* is one training run (config files + overrides) in its own run directory. Cells run one
 after another, each in its own process (``python -m attnxfer train``), logging to
 ``<cell>.log`` beside its directory. A cell whose ``summary.json`` exists is finished and
-skipped; an interrupted one is continued from its newest good checkpoint (``--resume auto``).
+skipped; an interrupted one is continued from its newest good checkpoint (``--resume auto``). A
+run in a cell's directory that was started with another configuration is refused, not taken.
 So a sweep stopped at any moment is restarted with the same command and loses nothing.
 
 Sweeps that share a cell (the baseline of one ablation is a row of another, or of the main table)
@@ -106,12 +107,46 @@ def finished_cell(
     run in ``reuse`` (then with ``reused_from``, as :func:`run_cell` gives it); None otherwise.
     Trains nothing and writes nothing."""
     summary = root / cell.name / "summary.json"
+    _check_is_cell(cell, summary.parent)
     if summary.is_file():
         return json.loads(summary.read_text())
     same = _identical_run(cell, reuse)
     if same is None:
         return None
     return {**json.loads((same / "summary.json").read_text()), "reused_from": str(same)}
+
+
+def _check_is_cell(cell: Cell, run: Path) -> None:
+    """Refuse a run (finished or interrupted) at ``cell``'s place that was started with another
+    configuration (by hand, or by an older command): taking or resuming it would put another
+    recipe's number in the cell's row. Nothing is moved or deleted."""
+    config = run / "config.yaml"
+    if not config.is_file():
+        return  # no run there yet (or not one attnxfer wrote): nothing to compare
+    try:
+        have = json.loads(run_identity(config_from_dict(read_yaml(config)).to_dict()))
+    except AttnxferError as e:
+        raise AttnxferError(
+            f"{run} holds a run whose config this version cannot read ({e}); move it "
+            "away and run the same command again to train the cell"
+        ) from None
+    want = json.loads(run_identity(load_config(cell.configs, cell.overrides).to_dict()))
+    differ = _differences(have, want)
+    if differ:
+        shown = "; ".join(differ[:3]) + ("; ..." if len(differ) > 3 else "")
+        raise AttnxferError(
+            f"{run} holds a run of another configuration than cell {cell.name} "
+            f"(run vs cell: {shown}); move it away and run the same command again to train the "
+            "cell"
+        )
+
+
+def _differences(have: Any, want: Any, key: str = "") -> list[str]:
+    """``"key: a vs b"`` for every leaf where two nested dicts differ."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        keys = sorted(set(have) | set(want))
+        return [d for k in keys for d in _differences(have.get(k), want.get(k), f"{key}{k}.")]
+    return [] if have == want else [f"{key.rstrip('.')}: {have!r} vs {want!r}"]
 
 
 def _identical_run(cell: Cell, reuse: dict[str, Path] | None) -> Path | None:
@@ -134,6 +169,7 @@ def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> di
             target = Path(os.path.normpath(out.parent / os.readlink(out)))
             return {**json.loads(summary.read_text()), "reused_from": str(target)}
         out.unlink()  # the reused run is gone: never train into another run's directory
+    _check_is_cell(cell, out)  # finished or interrupted, it must be this cell's run
     if summary.is_file():
         return json.loads(summary.read_text())
     same = _identical_run(cell, reuse)
