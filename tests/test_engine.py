@@ -22,6 +22,7 @@ from attnxfer.cli import main
 from attnxfer.config import load_config
 from attnxfer.engine import Trainer
 from attnxfer.export import read_card
+from attnxfer.report import device_name
 from attnxfer.runtime import autocast, resolve_amp
 
 
@@ -43,6 +44,7 @@ def test_small_run_end_to_end(tmp_path, teacher_file):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 1442 // 32 and 0 <= summary["val_top1"] <= 100
     assert "ema_top1" in summary
+    assert summary["hardware"] == device_name("cpu")  # the processor, for reports
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["transfer"] > 0 and "img_per_s" in lines[0]
     pytest.importorskip("tensorboard", reason="TensorBoard logging is optional")

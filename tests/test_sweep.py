@@ -9,7 +9,7 @@ from helpers import TINY_STUDENT, cli
 
 from attnxfer.config import dump_config, load_config
 from attnxfer.errors import AttnxferError
-from attnxfer.report import mean_std
+from attnxfer.report import device_name, mean_std, trained_on, trained_on_text
 from attnxfer.sweep import (
     Cell,
     finished_cell,
@@ -42,6 +42,26 @@ def test_grid_is_a_product_with_readable_names():
 def test_mean_std_is_the_sample_deviation():
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_trained_on_groups_runs_by_processor_and_precision_old_records_apart():
+    runs = [
+        {"hardware": "H200", "amp": "bf16", "seconds": 60.0},
+        {"hardware": "H200", "amp": "bf16", "seconds": 120.0},
+        {"hardware": "EPYC", "amp": "none", "seconds": 7200.0},
+        {"amp": "none", "seconds": 30.0},  # a record older than the hardware field
+        {"seconds": 30.0},  # older than the amp field too
+    ]
+    groups = trained_on(runs)
+    assert [(g["hardware"], g["precision"], g["runs"]) for g in groups] == [
+        ("H200", "bfloat16", 2),
+        ("EPYC", "float32", 1),
+        ("not recorded", "float32", 1),
+        ("not recorded", "not recorded", 1),
+    ]
+    assert groups[0]["seconds"] == 180.0
+    text = "H200, bfloat16: 2 runs, 3 min; EPYC, float32: 1 run, 2.0 h"
+    assert trained_on_text(groups[:2]) == text
 
 
 def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file):
@@ -114,6 +134,7 @@ def test_run_identity_ignores_the_output_and_spellings_of_one_setting():
 
     base = identity()
     assert identity("run.output=elsewhere") == base
+    assert identity("run.device=cuda") == base  # where a recipe runs is not the recipe
     assert identity("transfer.layers=all", "transfer.heads=all") == base
     assert identity("transfer.weight=3") == identity("transfer.weight=3.0") == base
     assert identity("transfer.weight=1") != base
@@ -186,7 +207,7 @@ def test_a_failing_cell_names_its_log_and_a_bad_cell_runs_nothing(tmp_path):
     assert "set student.arch" in (tmp_path / "broken.log").read_text()
 
 
-def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
+def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     """The whole table on digits with a tiny teacher: every row, the ensemble, the files."""
     from attnxfer import reproduce as R
 
@@ -214,7 +235,8 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     assert rows["copy"]["paper_gap_recovered"] == pytest.approx(77.78, abs=0.01)
     assert (out / "results.png").stat().st_size > 0
     md = (out / "results.md").read_text()
-    assert "| distill |" in md and "Hardware:" in md
+    assert "| distill |" in md and f"Trained on: {device_name('cpu')}, " in md and ": 5 runs," in md
+    assert report["trained_on"][0]["runs"] == 5
     assert "attnxfer reproduce" in md
     capsys.readouterr()
     assert cli(*args, "--plan") == 0  # the table's runs: all finished
@@ -229,11 +251,16 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     assert (tmp_path / "again" / "cifar10_mae" / "distill" / "seed0").is_symlink()
     second = json.loads((tmp_path / "again" / "results.json").read_text())
     assert second["rows"] == report["rows"]
-    # an ensemble with no record and no weights is refused, not guessed
+    # an ensemble with no record and no weights is left out and said so, not guessed
     (kept / "cifar10_mae" / "distill" / "seed0" / "ensemble.json").unlink()
     third = [a if a != str(out) else str(tmp_path / "third") for a in args]
-    assert cli(*third, "--reuse", str(kept)) == 2
-    assert "needs both models' checkpoints" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="attnxfer.reproduce"):
+        assert cli(*third, "--reuse", str(kept)) == 0
+    assert "seed 0: no ensemble" in caplog.text and "needs both models' checkpoints" in caplog.text
+    report = json.loads((tmp_path / "third" / "results.json").read_text())
+    assert [r["method"] for r in report["rows"]] == list(R.METHODS)
+    assert report["no_ensemble_seeds"] == [0]
+    assert "No ensemble for seed(s) 0" in (tmp_path / "third" / "results.md").read_text()
     # a record a run gained after it was kept is added; nothing else is written again
     assert keep_records(out, kept) == [kept / "cifar10_mae" / "distill" / "seed0"]
     assert (kept / "cifar10_mae" / "distill" / "seed0" / "ensemble.json").is_file()

@@ -44,6 +44,7 @@ from .data import (
 from .errors import AttnxferError
 from .inference import evaluate
 from .models import spec_of
+from .report import device_name
 from .runtime import all_reduce, autocast, native_bf16, resolve_amp, setup_distributed
 
 log = logging.getLogger(__name__)
@@ -436,6 +437,9 @@ class Trainer:
             "skipped_steps": p.skipped_steps,
             "skipped_images": p.skipped_images + self.dropped_images,
             "amp": self.amp,  # the precision trained in (run.amp=auto resolves per machine)
+            # the processor that finished it (run.device is no part of a run's identity: a run
+            # may be resumed, or an identical one taken, from another machine)
+            "hardware": device_name(self.d.device, self.d.world),
             **results,
         }
         if self.d.main:

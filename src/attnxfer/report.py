@@ -41,6 +41,53 @@ def hardware() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only"
 
 
+def device_name(device: Any, processes: int = 1) -> str:
+    """The processor a run trains on, in one line (recorded in its ``summary.json``): the GPU's
+    name, or the CPU's with the threads torch uses; ``N x`` in front for N processes."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    elif device.type == "cpu":
+        name = f"{cpu_name()}, {torch.get_num_threads()} threads"
+    else:
+        name = device.type
+    return f"{processes} x {name}" if processes > 1 else name
+
+
+#: how a report names the precision a run trained in (``summary.json``'s ``amp``)
+PRECISION = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def trained_on(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs behind a result grouped by the processor and precision they trained in (their
+    ``summary.json``; records older than the ``hardware`` field count as ``not recorded``):
+    ``[{"hardware", "precision", "runs", "seconds"}]``, most runs first."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in summaries:
+        key = (s.get("hardware") or "not recorded", PRECISION.get(s.get("amp"), "not recorded"))
+        group = groups.setdefault(
+            key, {"hardware": key[0], "precision": key[1], "runs": 0, "seconds": 0.0}
+        )
+        group["runs"] += 1
+        group["seconds"] += s.get("seconds", 0.0)
+    return sorted(groups.values(), key=lambda g: (-g["runs"], g["hardware"], g["precision"]))
+
+
+def trained_on_text(groups: Sequence[dict[str, Any]]) -> str:
+    """One line of :func:`trained_on`'s groups: ``H200 (CUDA 13.0), bfloat16: 3 runs, 12 min``."""
+
+    def span(seconds: float) -> str:
+        return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+    return "; ".join(
+        f"{g['hardware']}, {g['precision']}: {g['runs']} run{'s' * (g['runs'] != 1)}, "
+        f"{span(g['seconds'])}"
+        for g in groups
+    )
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

@@ -30,7 +30,18 @@ from typing import Any
 
 from . import checkpoint as C
 from .errors import AttnxferError
-from .report import figure, gap_recovered, hardware, mean_std, pm, summarise, table, write_results
+from .report import (
+    figure,
+    gap_recovered,
+    hardware,
+    mean_std,
+    pm,
+    summarise,
+    table,
+    trained_on,
+    trained_on_text,
+    write_results,
+)
 from .sweep import Cell, run_cell
 
 log = logging.getLogger(__name__)
@@ -203,22 +214,33 @@ def reproduce(
     found = finished_runs(list(reuse))
     start = time.time()
     results: dict[tuple[str, str], list[float]] = {}
+    summaries = []
     for i, cell in enumerate(cells, 1):
         log.info("reproduce: run %d/%d (%s)", i, len(cells), cell.name)
         summary = run_cell(cell, out, found)
+        summaries.append(summary)
         key = (cell.labels["teacher"], cell.labels["method"])
         results.setdefault(key, []).append(summary["val_top1"])
 
     table_dir = out / "cifar10_mae"
-    ens = [
-        ensemble_top1(table_dir / "finetune" / f"seed{seed}", table_dir / "distill" / f"seed{seed}")
-        for seed in seeds
-    ]
+    ens, no_ensemble = [], []
+    for seed in seeds:
+        try:
+            ens.append(
+                ensemble_top1(
+                    table_dir / "finetune" / f"seed{seed}", table_dir / "distill" / f"seed{seed}"
+                )
+            )
+        except AttnxferError as e:  # a pair taken from records without weights: left out
+            log.warning("reproduce: seed %d: no ensemble: %s", seed, e)
+            no_ensemble.append(seed)
     scratch = mean_std(results[("cifar10_mae", "scratch")])[0]
     finetune = mean_std(results[("cifar10_mae", "finetune")])[0]
     rows = []
     for method in (*METHODS, "ensemble"):
         values = ens if method == "ensemble" else results[("cifar10_mae", method)]
+        if not values:
+            continue
         row = {"method": method, **summarise(values), "paper_top1": PAPER[method]}
         row["gap_recovered"] = gap_recovered(row["mean"], scratch, finetune)
         row["paper_gap_recovered"] = gap_recovered(
@@ -234,10 +256,12 @@ def reproduce(
         "overrides": list(overrides),
         "seeds": seeds,
         "rows": rows,
+        "no_ensemble_seeds": no_ensemble,
     }
     if shift:
         shift_teacher = shift_teacher or tier.shift_teacher
         report["shift"] = _shift(out, results, seeds, shift_teacher, Path(cache).expanduser())
+    report["trained_on"] = trained_on(summaries)
     report["hardware"] = hardware()
     report["command"] = command
     report["wall_seconds_this_invocation"] = time.time() - start
@@ -345,7 +369,7 @@ def schedule_curve(
     cells = planned_cells(tier_name, seeds, overrides=overrides, teacher=teacher, lengths=lengths)
     found = finished_runs(list(reuse))
     start = time.time()
-    points = []
+    points, summaries = [], []
     for epochs in sorted(set(lengths)):
         values: dict[str, list[float]] = {}
         runs: dict[tuple[str, int], Path] = {}
@@ -360,6 +384,7 @@ def schedule_curve(
                 log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
                 summary = run_cell(cell, out, found)
             values.setdefault(method, []).append(summary["val_top1"])
+            summaries.append(summary)
             runs[method, seed] = Path(summary.get("reused_from") or out / cell.name)
             steps.add(summary["steps"])
             seconds += summary["seconds"]
@@ -396,6 +421,7 @@ def schedule_curve(
         "train_images": tier.train_images,
         "points": points,
         "finished_only": finished_only,
+        "trained_on": trained_on(summaries),
         "hardware": hardware(),
         "command": command,
         "wall_seconds_this_invocation": time.time() - start,
@@ -474,7 +500,7 @@ def curve_markdown(r: dict[str, Any]) -> str:
         ),
         "",
         f"Command: `{r['command']}`  ",
-        f"Hardware: {r['hardware']}  ",
+        *_hardware_lines(r),
         f"Training time, all runs: {r['train_seconds'] / 60:.1f} min; this invocation: "
         f"{r['wall_seconds_this_invocation'] / 60:.1f} min wall.",
         "",
@@ -532,6 +558,17 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
             f"{seeds} seed{'s' if seeds > 1 else ''}",
             fontsize=10,
         )
+
+
+def _hardware_lines(r: dict[str, Any]) -> list[str]:
+    """Where the runs trained (by processor and precision), and the machine that wrote the
+    report; a report written before runs recorded their processor has the second alone."""
+    if "trained_on" not in r:
+        return [f"Hardware: {r['hardware']}  "]
+    return [
+        f"Trained on: {trained_on_text(r['trained_on'])}  ",
+        f"Report written on: {r['hardware']}  ",
+    ]
 
 
 def _train_seconds(out: Path) -> float:
@@ -599,7 +636,8 @@ def markdown(r: dict[str, Any]) -> str:
             ],
             [
                 [
-                    row["method"],
+                    row["method"]
+                    + (f" ({len(row['runs'])} of {n} seeds)" if len(row["runs"]) != n else ""),
                     pm(row),
                     _percent(row["gap_recovered"]),
                     f"{row['paper_top1']:.1f}",
@@ -613,6 +651,13 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "Gap recovered: (method - scratch) / (fine-tune - scratch), on the means.",
     ]
+    if r.get("no_ensemble_seeds"):
+        lines += [
+            "",
+            f"No ensemble for seed(s) {', '.join(map(str, r['no_ensemble_seeds']))}: the "
+            "fine-tuned or the distilled student was taken from a record kept without weights; "
+            "train both in one folder to evaluate it.",
+        ]
     if "shift" in r:
         s = r["shift"]
         lines += [
@@ -659,7 +704,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"Command: `{r['command']}`  ",
-        f"Hardware: {r['hardware']}  ",
+        *_hardware_lines(r),
         f"Training time, all runs: {minutes:.1f} min; this invocation: "
         f"{r['wall_seconds_this_invocation'] / 60:.1f} min wall.",
         "",

@@ -28,7 +28,16 @@ from typing import Any
 
 from .config import config_from_dict, load_config, parse_override, read_yaml
 from .errors import AttnxferError
-from .report import figure, hardware, pm, summarise, table, write_results
+from .report import (
+    figure,
+    hardware,
+    pm,
+    summarise,
+    table,
+    trained_on,
+    trained_on_text,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +52,10 @@ class Cell:
 
 
 def run_identity(config: dict[str, Any]) -> str:
-    """What makes two runs the same run: the resolved configuration without ``run.output``.
+    """What makes two runs the same run: the resolved configuration without ``run.output`` and
+    ``run.device``. The device is where a recipe runs, not the recipe: a run trained on a GPU
+    counts for the same cell on a CPU (its ``summary.json`` records the processor, and reports
+    say which runs trained where).
 
     Two spellings of one setting count as one, as ``AttentionTransfer`` reads them
     (:func:`attnxfer.transfer.canonical_transfer`).
@@ -51,7 +63,7 @@ def run_identity(config: dict[str, Any]) -> str:
     from .transfer import canonical_transfer
 
     transfer = canonical_transfer(config["transfer"])
-    run = {k: v for k, v in config["run"].items() if k != "output"}
+    run = {k: v for k, v in config["run"].items() if k not in ("output", "device")}
     return json.dumps({**config, "transfer": transfer, "run": run}, sort_keys=True)
 
 
@@ -358,6 +370,7 @@ def sweep(
         "rows": summary_rows,
         "finished_only": finished_only,
         "command": command,
+        "trained_on": trained_on([s for ss in rows.values() for s in ss]),
         "hardware": hardware(),
         "train_seconds": sum(s.get("seconds", 0.0) for ss in rows.values() for s in ss),
         "wall_seconds_this_invocation": time.time() - start,
@@ -378,7 +391,14 @@ def sweep_markdown(result: dict[str, Any]) -> str:
             "listed has no finished run yet, and rows may stand on fewer seeds than asked.",
         ]
     lines += ["", f"Command: `{result['command']}`", ""]
-    if "hardware" in result:
+    if "trained_on" in result:
+        lines += [
+            f"Trained on: {trained_on_text(result['trained_on'])}. Report written on: "
+            f"{result['hardware']}. Training time of all cells: "
+            f"{result['train_seconds'] / 60:.1f} min.",
+            "",
+        ]
+    elif "hardware" in result:
         lines += [
             f"Hardware: {result['hardware']}. Training time of all cells: "
             f"{result['train_seconds'] / 60:.1f} min.",
