@@ -33,9 +33,13 @@ SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
 # records of runs finished in earlier checkouts, taken, not trained again; after a session (with
 # this script stopped), keep the new ones and rewrite the reports in docs/results/:
 #   bash benchmarks/central_result_report.sh
+# docs/results/gpu/runs: those trained on a GPU (benchmarks/gpu_long_tier.sh); a cell with a
+# record in both is taken from the first
 KEPT=docs/results/runs
 kept=()
-[ -d "$KEPT" ] && kept=(--reuse "$KEPT")
+for k in "$KEPT" docs/results/gpu/runs; do
+  if [ -d "$k" ]; then kept+=(--reuse "$k"); fi
+done
 plan=()
 [ -n "${PLAN:-}" ] && plan=(--plan)  # benchmarks/ablations.sh reads PLAN itself
 

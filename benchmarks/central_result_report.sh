@@ -15,7 +15,7 @@ curve() {  # curve OUT DOCS_STEM [--teacher T]: the curve's finished points, int
   local out=$1 stem=$2
   shift 2
   attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$out" "$@" \
-    --reuse "$KEPT" --finished-only
+    --reuse "$KEPT" --reuse docs/results/gpu/runs --finished-only
   for ext in md json png; do cp "$out/schedule_curve.$ext" "docs/results/$stem.$ext"; done
 }
 curve "$RUNS/schedule-curve" schedule_curve

@@ -1,10 +1,12 @@
 """Fused bf16 attention transfer against the eager float32 reference path.
 
 For each model and image size and each of copy / distill: the same teacher, student and batch
-run twice, once through ``impl="eager"`` in float32 (materialised maps, the plain reference) and
-once through ``impl="fused"`` under bf16 autocast (what a GPU user runs). Printed: the relative
-error ``||a - b|| / ||b||`` of the logits, the transfer loss, the whole student gradient and the
-worst single parameter's gradient, against bf16's unit roundoff (2^-8 = 3.9e-3).
+run through ``impl="eager"`` in float32 (materialised maps, the plain reference) and through
+``impl="fused"`` under bf16 autocast (what a GPU user runs). Printed: the relative error
+``||a - b|| / ||b||`` of the logits, the transfer loss, the whole student gradient and the worst
+single parameter's gradient, against bf16's unit roundoff (2^-8 = 3.9e-3); and beside it the same
+errors of the eager path under bf16 autocast, what bfloat16 alone costs at this depth, so that
+the fused kernels' own share can be read off.
 
 The teacher's Q/K projections are scaled up (``--sharpen``) so that its maps are peaked like a
 trained model's rather than near-uniform like a random one's; weights are otherwise random
@@ -62,26 +64,38 @@ def compare(arch: str, size: int, mode: str, batch: int, device: torch.device, s
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 100, (batch,), device=device)
     results = {}
-    reference = None
-    for impl, amp in (("eager", False), ("fused", True)):
-        fresh = copy.deepcopy(student)  # the same initial weights for both paths
+    for name, impl, amp in (
+        ("eager", "eager", False),
+        ("eager_bf16", "eager", True),
+        ("fused", "fused", True),
+    ):
+        fresh = copy.deepcopy(student)  # the same initial weights for every path
         model = AttentionTransfer(teacher, fresh, mode=mode, impl=impl).train()
         torch.manual_seed(2)  # same drop-path / dropout draws (none by default)
-        results[impl] = _run(model, x, y, amp)
-        if impl == "eager":
-            reference = results[impl]
+        results[name] = _run(model, x, y, amp)
         del model
-    logits, loss, grads = results["fused"]
-    ref_logits, ref_loss, ref_grads = reference
-    flat = torch.cat([grads[n].flatten().double() for n in ref_grads])
-    ref_flat = torch.cat([ref_grads[n].flatten().double() for n in ref_grads])
-    worst = max(ref_grads, key=lambda n: _rel(grads[n], ref_grads[n]))
-    return {
+    row = {
         "model": arch,
         "img_size": size,
         "tokens": teacher.patch_embed.num_patches + teacher.num_prefix_tokens,
         "mode": mode,
         "batch": batch,
+        **_errors(results["fused"], results["eager"], mode),
+    }
+    # the same errors of the eager path under bf16 autocast: what bfloat16 alone costs, the
+    # floor the fused path is read against
+    row["eager_bf16"] = _errors(results["eager_bf16"], results["eager"], mode)
+    return row
+
+
+def _errors(run, reference, mode: str) -> dict:
+    """Relative errors of ``run`` against ``reference`` (each ``_run``'s output)."""
+    logits, loss, grads = run
+    ref_logits, ref_loss, ref_grads = reference
+    flat = torch.cat([grads[n].flatten().double() for n in ref_grads])
+    ref_flat = torch.cat([ref_grads[n].flatten().double() for n in ref_grads])
+    worst = max(ref_grads, key=lambda n: _rel(grads[n], ref_grads[n]))
+    return {
         "logits": _rel(logits, ref_logits),
         "loss": _rel(loss, ref_loss) if mode == "distill" else None,
         "grad_total": _rel(flat, ref_flat),
@@ -109,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(compare(args.model, size, mode, args.batch, device, args.sharpen))
             r = rows[-1]
             loss = "-" if r["loss"] is None else f"{r['loss']:.2e}"
+            b = r["eager_bf16"]
             print(
                 f"{r['model']} {r['img_size']}px {r['mode']:8} logits {r['logits']:.2e} "
                 f"loss {loss} grad {r['grad_total']:.2e} worst-param {r['grad_worst_param']:.2e} "
-                f"({r['grad_worst_name']})",
+                f"({r['grad_worst_name']}); eager bf16: logits {b['logits']:.2e} "
+                f"grad {b['grad_total']:.2e}",
                 flush=True,
             )
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"

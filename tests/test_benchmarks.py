@@ -38,6 +38,8 @@ def test_gpu_correctness_script_on_cpu(tmp_path):
     for r in report["rows"]:
         assert 0 < r["logits"] < 10 * bench.BF16_EPS
         assert 0 < r["grad_total"] < 10 * bench.BF16_EPS
+        floor = r["eager_bf16"]  # bf16 alone, through the eager path
+        assert 0 < floor["logits"] < 10 * bench.BF16_EPS and floor["grad_worst_name"]
     assert 0 < report["rows"][1]["loss"] < 10 * bench.BF16_EPS
 
 
