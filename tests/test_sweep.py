@@ -56,8 +56,8 @@ def test_trained_on_groups_runs_by_processor_and_precision_old_records_apart():
     assert [(g["hardware"], g["precision"], g["runs"]) for g in groups] == [
         ("H200", "bfloat16", 2),
         ("EPYC", "float32", 1),
-        ("not recorded", "float32", 1),
-        ("not recorded", "not recorded", 1),
+        ("processor not recorded", "float32", 1),
+        ("processor not recorded", "precision not recorded", 1),
     ]
     assert groups[0]["seconds"] == 180.0
     text = "H200, bfloat16: 2 runs, 3 min; EPYC, float32: 1 run, 2.0 h"

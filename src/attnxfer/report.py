@@ -62,11 +62,14 @@ PRECISION = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 def trained_on(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs behind a result grouped by the processor and precision they trained in (their
-    ``summary.json``; records older than the ``hardware`` field count as ``not recorded``):
+    ``summary.json``; records older than the ``hardware`` field say ``processor not recorded``):
     ``[{"hardware", "precision", "runs", "seconds"}]``, most runs first."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for s in summaries:
-        key = (s.get("hardware") or "not recorded", PRECISION.get(s.get("amp"), "not recorded"))
+        key = (
+            s.get("hardware") or "processor not recorded",
+            PRECISION.get(s.get("amp"), "precision not recorded"),
+        )
         group = groups.setdefault(
             key, {"hardware": key[0], "precision": key[1], "runs": 0, "seconds": 0.0}
         )
