@@ -468,3 +468,29 @@ def test_every_benchmark_shell_script_parses():
     for script in scripts:
         done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, f"{script.name}: {done.stderr}"
+
+
+def test_same_recipe_pairs_runs_of_one_config_across_devices(tmp_path):
+    """A run and its twin trained elsewhere (another run.device, output and records) pair up;
+    a run of another config does not."""
+    from attnxfer.config import dump_config, load_config
+
+    bench = _load("same_recipe")
+    for root, device, top1, extra in (
+        ("cpu", "cpu", 50.0, {"amp": "none"}),
+        ("gpu", "cuda", 50.5, {"amp": "bf16", "hardware": "H200"}),
+    ):
+        for name, seed in (("a", 0), ("b", 1)):
+            run = tmp_path / root / name
+            run.mkdir(parents=True)
+            overrides = [f"run.device={device}", f"run.seed={seed}", f"run.output={run}"]
+            if root == "gpu" and name == "b":
+                overrides.append("optim.lr=2e-3")  # another recipe: no twin
+            dump_config(load_config([], overrides), run / "config.yaml")
+            summary = {"steps": 10, "val_top1": top1 + seed, "seconds": 1.0, **extra}
+            (run / "summary.json").write_text(json.dumps(summary))
+    rows = bench.pairs(tmp_path / "cpu", tmp_path / "gpu")
+    assert [(r["a"], r["b"]) for r in rows] == [("a", "a")]
+    assert rows[0]["difference"] == pytest.approx(0.5)
+    assert rows[0]["trained_a"] == "processor not recorded, float32"
+    assert rows[0]["trained_b"] == "H200, bfloat16"
