@@ -11,11 +11,13 @@ export PATH="$PWD/.venv/bin:$PATH"
 RUNS=${RUNS:-runs}
 KEPT=docs/results/runs
 SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
+table=()  # the long table's runs first: with their weights, the 10-epoch ensemble can be evaluated
+[ -d "$RUNS/reproduce-cpu-long" ] && table=(--reuse "$RUNS/reproduce-cpu-long")
 curve() {  # curve OUT DOCS_STEM [--teacher T]: the curve's finished points, into docs/results
   local out=$1 stem=$2
   shift 2
   attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$out" "$@" \
-    --reuse "$KEPT" --reuse docs/results/gpu/runs --finished-only
+    "${table[@]}" --reuse "$KEPT" --reuse docs/results/gpu/runs --finished-only
   for ext in md json png; do cp "$out/schedule_curve.$ext" "docs/results/$stem.$ext"; done
 }
 curve "$RUNS/schedule-curve" schedule_curve
