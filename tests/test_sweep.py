@@ -83,7 +83,9 @@ def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file)
     assert [r["transfer.mode"] for r in result["rows"]] == ["scratch", "distill"]
     assert all(len(r["runs"]) == 2 for r in result["rows"])
     assert (out / "results.png").stat().st_size > 0
-    assert "| distill |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| distill |" in md and f"Trained on: {device_name('cpu')}, " in md
+    assert ": 4 runs," in md and "Report written on: " in md
     assert result["command"].startswith("attnxfer sweep --grid transfer.mode=scratch,distill")
     summaries = sorted(out.rglob("summary.json"))
     assert len(summaries) == 4

@@ -91,6 +91,19 @@ def trained_on_text(groups: Sequence[dict[str, Any]]) -> str:
     )
 
 
+def provenance(result: dict[str, Any], end: str = "  ") -> list[str]:
+    """A report's lines on where its runs trained (``result["trained_on"]``, by processor and
+    precision) and which machine wrote it (``result["hardware"]``); a result written before runs
+    recorded their processor has a ``Hardware:`` line alone. ``end`` closes each line (two
+    spaces: a markdown line break)."""
+    if "trained_on" not in result:
+        return [f"Hardware: {result['hardware']}{end}"]
+    return [
+        f"Trained on: {trained_on_text(result['trained_on'])}{end}",
+        f"Report written on: {result['hardware']}{end}",
+    ]
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

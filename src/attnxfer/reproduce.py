@@ -36,10 +36,10 @@ from .report import (
     hardware,
     mean_std,
     pm,
+    provenance,
     summarise,
     table,
     trained_on,
-    trained_on_text,
     write_results,
 )
 from .sweep import Cell, run_cell
@@ -500,7 +500,7 @@ def curve_markdown(r: dict[str, Any]) -> str:
         ),
         "",
         f"Command: `{r['command']}`  ",
-        *_hardware_lines(r),
+        *provenance(r),
         f"Training time, all runs: {r['train_seconds'] / 60:.1f} min; this invocation: "
         f"{r['wall_seconds_this_invocation'] / 60:.1f} min wall.",
         "",
@@ -558,17 +558,6 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
             f"{seeds} seed{'s' if seeds > 1 else ''}",
             fontsize=10,
         )
-
-
-def _hardware_lines(r: dict[str, Any]) -> list[str]:
-    """Where the runs trained (by processor and precision), and the machine that wrote the
-    report; a report written before runs recorded their processor has the second alone."""
-    if "trained_on" not in r:
-        return [f"Hardware: {r['hardware']}  "]
-    return [
-        f"Trained on: {trained_on_text(r['trained_on'])}  ",
-        f"Report written on: {r['hardware']}  ",
-    ]
 
 
 def _train_seconds(out: Path) -> float:
@@ -704,7 +693,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"Command: `{r['command']}`  ",
-        *_hardware_lines(r),
+        *provenance(r),
         f"Training time, all runs: {minutes:.1f} min; this invocation: "
         f"{r['wall_seconds_this_invocation'] / 60:.1f} min wall.",
         "",

@@ -28,16 +28,7 @@ from typing import Any
 
 from .config import config_from_dict, load_config, parse_override, read_yaml
 from .errors import AttnxferError
-from .report import (
-    figure,
-    hardware,
-    pm,
-    summarise,
-    table,
-    trained_on,
-    trained_on_text,
-    write_results,
-)
+from .report import figure, hardware, pm, provenance, summarise, table, trained_on, write_results
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +351,7 @@ def sweep(
         if reused:
             row["reused_from"] = reused
         summary_rows.append(row)
+    cells = [s for summaries in rows.values() for s in summaries]
     result = {
         "title": title or f"sweep over {', '.join(keys) or 'seeds'}",
         "metric": metric,
@@ -370,9 +362,9 @@ def sweep(
         "rows": summary_rows,
         "finished_only": finished_only,
         "command": command,
-        "trained_on": trained_on([s for ss in rows.values() for s in ss]),
+        "trained_on": trained_on(cells),
         "hardware": hardware(),
-        "train_seconds": sum(s.get("seconds", 0.0) for ss in rows.values() for s in ss),
+        "train_seconds": sum(s.get("seconds", 0.0) for s in cells),
         "wall_seconds_this_invocation": time.time() - start,
     }
     write_results(out, "results", result, sweep_markdown, plot_sweep)
@@ -391,17 +383,10 @@ def sweep_markdown(result: dict[str, Any]) -> str:
             "listed has no finished run yet, and rows may stand on fewer seeds than asked.",
         ]
     lines += ["", f"Command: `{result['command']}`", ""]
-    if "trained_on" in result:
+    if "hardware" in result:
         lines += [
-            f"Trained on: {trained_on_text(result['trained_on'])}. Report written on: "
-            f"{result['hardware']}. Training time of all cells: "
-            f"{result['train_seconds'] / 60:.1f} min.",
-            "",
-        ]
-    elif "hardware" in result:
-        lines += [
-            f"Hardware: {result['hardware']}. Training time of all cells: "
-            f"{result['train_seconds'] / 60:.1f} min.",
+            *provenance(result),
+            f"Training time of all cells: {result['train_seconds'] / 60:.1f} min.",
             "",
         ]
     reused = [(row, path) for row in result["rows"] for path in row.get("reused_from", [])]
