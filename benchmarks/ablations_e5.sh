@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The ablations at the schedule curve's 5-epoch length (1,950 steps per student, the long tier's
 # recipe and 200-epoch MAE teacher, seed 0), measured against the curve's own scratch and
-# fine-tune students at that length. Step 3 of benchmarks/central_result.sh runs `layers`:
+# fine-tune students at that length. Step 4 of benchmarks/central_result.sh runs `layers` and
+# `lambda`:
 #   bash benchmarks/ablations_e5.sh [name ...]      # default: layers; restartable
 #   FINISHED_ONLY=1 bash benchmarks/ablations_e5.sh  # train nothing: the cells finished so far
 # then: python benchmarks/ablations_report.py --runs runs/ablations-e5 \

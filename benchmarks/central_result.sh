@@ -9,7 +9,9 @@
 # 3. the same curve with the supervised CIFAR-10 ViT of ../shared/data as teacher (a diagnostic:
 #    a teacher whose maps suit the task), 0.4, 2 and 5 epochs, seed 0
 # 4. which layers are distilled, at the curve's 5-epoch length (1,950 steps), seed 0: the test of
-#    the locality reading (the MAE teacher's top-layer maps are the ones fine-tuning leaves)
+#    the locality reading (the MAE teacher's top-layer maps are the ones fine-tuning leaves); then
+#    the distillation weight lambda at the same length (0.3, 1, 3, 10): the loss is summed over
+#    layers, so distilling every layer pulls harder than distilling one
 # 5. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
 #    the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from the table)
 # 6. the long-tier table's seeds 1 and 2
@@ -67,8 +69,8 @@ attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${k
 step "3. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
   --out "$CURVE-supervised" "${kept[@]}" "${plan[@]}"
-step "4. which layers are distilled, at 1,950 steps, seed 0"
-RUNS=$RUNS bash benchmarks/ablations_e5.sh layers
+step "4. which layers are distilled, and the weight lambda, at 1,950 steps, seed 0"
+RUNS=$RUNS bash benchmarks/ablations_e5.sh layers lambda
 step "5. long-tier table, seed 0, and the schedule curve to 10 epochs"
 attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}" "${plan[@]}"
 table=()  # the 10-epoch point is the table's seed 0 (under PLAN=1 the table may not exist yet)

@@ -2,8 +2,8 @@
 # After a session of benchmarks/central_result.sh (stop it first): keep the records of every
 # finished run in docs/results/runs/ (so no later checkout trains them again), and rewrite the
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
-# the two-teacher comparison, the long-tier table once it has a seed, and the 5-epoch layer
-# ablation once it has a cell. Trains nothing; evaluates each curve length's ensemble once.
+# the two-teacher comparison, the long-tier table as far as it has come, and the 5-epoch layer
+# and lambda ablations once they have a cell. Trains nothing; evaluates each ensemble once.
 #   bash benchmarks/central_result_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,10 +22,22 @@ curve() {  # curve OUT DOCS_STEM [--teacher T]: the curve's finished points, int
 }
 curve "$RUNS/schedule-curve" schedule_curve
 curve "$RUNS/schedule-curve-supervised" schedule_curve_supervised --teacher "$SUPERVISED"
+# the long table (3 seeds) as far as it has come; step 6 of central_result.sh writes it whole
+if [ -d "$RUNS/reproduce-cpu-long" ]; then
+  attnxfer reproduce --tier cpu-long --out "$RUNS/reproduce-cpu-long" --reuse "$KEPT" \
+    --reuse docs/results/gpu/runs --finished-only
+  for ext in md json png; do
+    cp "$RUNS/reproduce-cpu-long/results.$ext" "docs/results/reproduce_cpu_long.$ext"
+  done
+fi
 python benchmarks/curve_teachers.py docs/results/schedule_curve.json \
   docs/results/schedule_curve_supervised.json --labels "MAE (200 ep),supervised" \
   --out docs/results/schedule_curve_teachers
-if [ -d "$RUNS/ablations-e5/layers" ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_e5.sh; then
+e5=()  # the 5-epoch ablations with a folder in this checkout
+for name in layers lambda; do
+  [ -d "$RUNS/ablations-e5/$name" ] && e5+=("$name")
+done
+if [ ${#e5[@]} -gt 0 ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_e5.sh "${e5[@]}"; then
   python benchmarks/ablations_report.py --runs "$RUNS/ablations-e5" \
     --main docs/results/schedule_curve.json --length 5 --out docs/results/ablations_e5 \
     --rerun "bash benchmarks/ablations_e5.sh"
@@ -34,4 +46,4 @@ fi
 for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5; do
   [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
 done
-echo "reports written; the long-tier table is written by step 5 of central_result.sh itself"
+echo "reports written"

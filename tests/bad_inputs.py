@@ -546,9 +546,14 @@ CASES: list[Case] = [
         "no such folder; give a folder of finished runs",
     ),
     Case(
-        "reproduce --finished-only for the table",
+        "reproduce --finished-only before any run has finished",
         lambda t: ["reproduce", "--finished-only", "--out", str(t / "r")],
-        "--finished-only applies to --curve",
+        "no finished run of the table in <path>: train it without --finished-only",
+    ),
+    Case(
+        "reproduce --finished-only with --shift",
+        lambda t: ["reproduce", "--finished-only", "--shift", "--out", str(t / "r")],
+        "--finished-only tabulates the in-distribution rows: drop --shift",
     ),
     Case(
         "sweep --finished-only before any cell has finished",

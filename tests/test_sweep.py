@@ -268,6 +268,28 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     assert (kept / "cifar10_mae" / "distill" / "seed0" / "ensemble.json").is_file()
     assert keep_records(out, kept) == []
 
+    # --finished-only: the table as far as it has come, nothing trained
+    assert cli(*args, "--seeds", "0,1", "--finished-only") == 0
+    partial = json.loads((out / "results.json").read_text())
+    assert partial["finished_only"] and partial["seeds"] == [0, 1]
+    assert [r["seeds"] for r in partial["rows"]] == [[0]] * (len(R.METHODS) + 1)
+    assert [r["mean"] for r in partial["rows"]] == [r["mean"] for r in report["rows"]] + [
+        rows["ensemble"]["mean"]
+    ]
+    assert not (out / "scratch" / "seed1").exists()
+    md = (out / "results.md").read_text()
+    assert "| distill (1 of 2 seeds) |" in md and "finished so far" in md
+    # a row without scratch and fine-tune has no gap, and no ensemble without its pair
+    some = tmp_path / "some" / "cifar10_mae" / "distill"
+    keep_records(out / "cifar10_mae" / "distill", some)
+    only = [a if a != str(out) else str(tmp_path / "only") for a in args]
+    assert cli(*only, "--reuse", str(tmp_path / "some"), "--finished-only") == 0
+    (row,) = json.loads((tmp_path / "only" / "results.json").read_text())["rows"]
+    assert row["method"] == "distill" and row["gap_recovered"] is None
+    assert not (tmp_path / "only").exists() or not any((tmp_path / "only").rglob("summary.json"))
+    empty = [a if a != str(out) else str(tmp_path / "empty") for a in args]
+    assert cli(*empty, "--finished-only") == 2
+
 
 def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     """Every method at every length, a share of an epoch as a subset, the gap per length, the

@@ -200,49 +200,79 @@ def reproduce(
     shift_teacher: str | None = None,
     cache: str = "~/.cache/attnxfer",
     reuse: list[Path] = (),
+    finished_only: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
     """Train (or take) every cell of the table, then write ``results.{json,md,png}``. A cell
     identical to a finished run under a ``reuse`` folder is taken, not trained again (e.g. the
-    records :func:`attnxfer.sweep.keep_records` keeps of an earlier checkout's runs)."""
-    from .sweep import finished_runs
+    records :func:`attnxfer.sweep.keep_records` keeps of an earlier checkout's runs).
 
+    ``finished_only``: train nothing; tabulate the runs that have finished (each row over the
+    seeds that finished, a gap only where scratch and fine-tune are there, the ensemble of each
+    seed whose pair is there), so a table still being trained can be shown as far as it has
+    come. Not with ``shift``, whose corrupted-set evaluation needs every run."""
+    from .sweep import finished_cell, finished_runs
+
+    if finished_only and shift:
+        raise AttnxferError("--finished-only tabulates the in-distribution rows: drop --shift")
     tier = _tier(tier_name)
     seeds = list(seeds or tier.seeds)
     teacher = teacher or tier.teacher
     cells = planned_cells(tier_name, seeds, shift, overrides, teacher, shift_teacher)
     found = finished_runs(list(reuse))
     start = time.time()
-    results: dict[tuple[str, str], list[float]] = {}
+    results: dict[tuple[str, str], dict[int, float]] = {}
+    runs: dict[tuple[str, str, int], Path] = {}
     summaries = []
     for i, cell in enumerate(cells, 1):
-        log.info("reproduce: run %d/%d (%s)", i, len(cells), cell.name)
-        summary = run_cell(cell, out, found)
+        if finished_only:
+            summary = finished_cell(cell, out, found)
+            if summary is None:
+                continue
+        else:
+            log.info("reproduce: run %d/%d (%s)", i, len(cells), cell.name)
+            summary = run_cell(cell, out, found)
         summaries.append(summary)
-        key = (cell.labels["teacher"], cell.labels["method"])
-        results.setdefault(key, []).append(summary["val_top1"])
+        label, method, seed = (cell.labels[k] for k in ("teacher", "method", "seed"))
+        results.setdefault((label, method), {})[seed] = summary["val_top1"]
+        runs[label, method, seed] = Path(summary.get("reused_from") or out / cell.name)
+    if not summaries:
+        raise AttnxferError(
+            f"no finished run of the table in {out}: train it without --finished-only"
+        )
 
-    table_dir = out / "cifar10_mae"
-    ens, no_ensemble = [], []
+    ens: dict[int, float] = {}
+    no_ensemble = []
     for seed in seeds:
+        pair = [runs.get(("cifar10_mae", m, seed)) for m in ("finetune", "distill")]
+        if None in pair:
+            continue  # (finished_only) a member has not finished yet
         try:
-            ens.append(
-                ensemble_top1(
-                    table_dir / "finetune" / f"seed{seed}", table_dir / "distill" / f"seed{seed}"
-                )
-            )
+            ens[seed] = ensemble_top1(*pair)
         except AttnxferError as e:  # a pair taken from records without weights: left out
             log.warning("reproduce: seed %d: no ensemble: %s", seed, e)
             no_ensemble.append(seed)
-    scratch = mean_std(results[("cifar10_mae", "scratch")])[0]
-    finetune = mean_std(results[("cifar10_mae", "finetune")])[0]
+    reference = {
+        m: mean_std(list(results[("cifar10_mae", m)].values()))[0]
+        for m in ("scratch", "finetune")
+        if ("cifar10_mae", m) in results
+    }
     rows = []
     for method in (*METHODS, "ensemble"):
-        values = ens if method == "ensemble" else results[("cifar10_mae", method)]
+        values = ens if method == "ensemble" else results.get(("cifar10_mae", method), {})
         if not values:
             continue
-        row = {"method": method, **summarise(values), "paper_top1": PAPER[method]}
-        row["gap_recovered"] = gap_recovered(row["mean"], scratch, finetune)
+        row = {
+            "method": method,
+            **summarise(list(values.values())),
+            "seeds": list(values),
+            "paper_top1": PAPER[method],
+        }
+        row["gap_recovered"] = (
+            gap_recovered(row["mean"], reference["scratch"], reference["finetune"])
+            if len(reference) == 2
+            else None
+        )
         row["paper_gap_recovered"] = gap_recovered(
             PAPER[method], PAPER["scratch"], PAPER["finetune"]
         )
@@ -257,15 +287,17 @@ def reproduce(
         "seeds": seeds,
         "rows": rows,
         "no_ensemble_seeds": no_ensemble,
+        "finished_only": finished_only,
     }
     if shift:
         shift_teacher = shift_teacher or tier.shift_teacher
-        report["shift"] = _shift(out, results, seeds, shift_teacher, Path(cache).expanduser())
+        values = {key: list(v.values()) for key, v in results.items()}
+        report["shift"] = _shift(out, values, seeds, shift_teacher, Path(cache).expanduser())
     report["trained_on"] = trained_on(summaries)
     report["hardware"] = hardware()
     report["command"] = command
     report["wall_seconds_this_invocation"] = time.time() - start
-    report["train_seconds"] = _train_seconds(out)
+    report["train_seconds"] = sum(s["seconds"] for s in summaries)
     write_results(out, "results", report, markdown, plot)
     return report
 
@@ -560,10 +592,6 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
         )
 
 
-def _train_seconds(out: Path) -> float:
-    return sum(json.loads(p.read_text())["seconds"] for p in out.rglob("summary.json"))
-
-
 def _shift(out: Path, results: dict, seeds: list[int], teacher: str, cache: Path) -> dict[str, Any]:
     from .inference import evaluate_models
     from .prepare import cifar10_c
@@ -638,7 +666,14 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     lines += [
         "",
-        "Gap recovered: (method - scratch) / (fine-tune - scratch), on the means.",
+        "Gap recovered: (method - scratch) / (fine-tune - scratch), on the means."
+        + (
+            " **The runs finished so far** (`--finished-only`): a row may stand on fewer seeds "
+            "than the others (its seeds are in the JSON), and a gap needs both scratch and "
+            "fine-tune."
+            if r.get("finished_only")
+            else ""
+        ),
     ]
     if r.get("no_ensemble_seeds"):
         lines += [
