@@ -15,11 +15,12 @@
 # 5. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
 #    the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from the table)
 # 6. the long-tier table's seeds 1 and 2
-# 7. the teacher's model card, with the students of the curve and of the table (seed 0)
-# 8. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
-# 9. the long Tiny-ImageNet teacher and the table's distribution-shift rows
-# Steps 2, 3, 5, 6 and 9 are `attnxfer reproduce` runs and steps 4 and 8 `attnxfer sweep` runs:
-# each finished student is kept.
+# 7. the schedule curve's longest point, 20 epochs (7,800 steps), seed 0
+# 8. the teacher's model card, with the students of the curve and of the table (seed 0)
+# 9. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
+# 10. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# Steps 2, 3, 5, 6, 7 and 10 are `attnxfer reproduce` runs and steps 4 and 9 `attnxfer sweep`
+# runs: each finished student is kept.
 # PLAN=1 runs nothing: every step lists what it would do with each of its runs (finished, taken
 # from a kept record, resumed, or to train, with its command: `--plan`), and the teachers to make:
 #   PLAN=1 bash benchmarks/central_result.sh
@@ -79,7 +80,10 @@ attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" "
   "${kept[@]}" "${plan[@]}"
 step "6. long-tier table, seeds 0-2"
 attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}" "${plan[@]}"
-step "7. the teacher's card, with the curve's students and the table's (seed 0)"
+step "7. the schedule curve to 20 epochs, seed 0"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20 --seeds 0 --out "$CURVE" "${table[@]}" \
+  "${kept[@]}" "${plan[@]}"
+step "8. the teacher's card, with the curve's students and the table's (seed 0)"
 downstream=()
 for e in e0.4 e2 e5; do  # the committed record where there is one, else this checkout's run
   for m in scratch finetune copy distill; do
@@ -100,10 +104,10 @@ elif [ -d "$RUNS/teachers/cifar10_mae_long/teacher" ]; then  # the whole card, f
 else  # the run is in another checkout: its card keeps all but the table of students
   attnxfer pretrain --card "$TEACHER" "${downstream[@]}"
 fi
-step "8. ablations on the long recipe, seed 0"
+step "9. ablations on the long recipe, seed 0"
 RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$TABLE \
   OUT=$RUNS/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers heads what_distill
-step "9. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
+step "10. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 [ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
 if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then

@@ -289,6 +289,20 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     assert not (tmp_path / "only").exists() or not any((tmp_path / "only").rglob("summary.json"))
     empty = [a if a != str(out) else str(tmp_path / "empty") for a in args]
     assert cli(*empty, "--finished-only") == 2
+    # a row's gap is against scratch and fine-tune on its own seeds: with a (made-up) seed 1 of
+    # scratch and fine-tune only, the distilled row (seed 0) keeps its seed-0 gap
+    for method, top1 in (("scratch", 5.0), ("finetune", 95.0)):
+        seed1 = tmp_path / "seed1" / method / "seed1"
+        run = out / (method if method == "scratch" else f"cifar10_mae/{method}") / "seed0"
+        keep_records(run, seed1)
+        config = seed1 / "config.yaml"
+        config.write_text(config.read_text().replace("seed: 0", "seed: 1"))
+        summary = json.loads((seed1 / "summary.json").read_text())
+        (seed1 / "summary.json").write_text(json.dumps({**summary, "val_top1": top1}))
+    assert cli(*args, "--seeds", "0,1", "--reuse", str(tmp_path / "seed1"), "--finished-only") == 0
+    mixed = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert mixed["scratch"]["seeds"] == [0, 1] and mixed["distill"]["seeds"] == [0]
+    assert mixed["distill"]["gap_recovered"] == pytest.approx(rows["distill"]["gap_recovered"])
 
 
 def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):

@@ -208,8 +208,8 @@ def reproduce(
     records :func:`attnxfer.sweep.keep_records` keeps of an earlier checkout's runs).
 
     ``finished_only``: train nothing; tabulate the runs that have finished (each row over the
-    seeds that finished, a gap only where scratch and fine-tune are there, the ensemble of each
-    seed whose pair is there), so a table still being trained can be shown as far as it has
+    seeds that finished, its gap against scratch and fine-tune on those seeds, the ensemble of
+    each seed whose pair is there), so a table still being trained can be shown as far as it has
     come. Not with ``shift``, whose corrupted-set evaluation needs every run."""
     from .sweep import finished_cell, finished_runs
 
@@ -252,11 +252,13 @@ def reproduce(
         except AttnxferError as e:  # a pair taken from records without weights: left out
             log.warning("reproduce: seed %d: no ensemble: %s", seed, e)
             no_ensemble.append(seed)
-    reference = {
-        m: mean_std(list(results[("cifar10_mae", m)].values()))[0]
-        for m in ("scratch", "finetune")
-        if ("cifar10_mae", m) in results
-    }
+
+    def reference(method: str, over: list[int]) -> float | None:
+        """Mean top-1 of scratch or fine-tune over the seeds ``over`` (a row's own), if all
+        finished: a row's gap is measured on its own seeds only."""
+        have = results.get(("cifar10_mae", method), {})
+        return mean_std([have[s] for s in over])[0] if set(over) <= set(have) else None
+
     rows = []
     for method in (*METHODS, "ensemble"):
         values = ens if method == "ensemble" else results.get(("cifar10_mae", method), {})
@@ -268,10 +270,11 @@ def reproduce(
             "seeds": list(values),
             "paper_top1": PAPER[method],
         }
+        scratch, finetune = (reference(m, row["seeds"]) for m in ("scratch", "finetune"))
         row["gap_recovered"] = (
-            gap_recovered(row["mean"], reference["scratch"], reference["finetune"])
-            if len(reference) == 2
-            else None
+            None
+            if scratch is None or finetune is None
+            else gap_recovered(row["mean"], scratch, finetune)
         )
         row["paper_gap_recovered"] = gap_recovered(
             PAPER[method], PAPER["scratch"], PAPER["finetune"]
@@ -666,11 +669,12 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     lines += [
         "",
-        "Gap recovered: (method - scratch) / (fine-tune - scratch), on the means."
+        "Gap recovered: (method - scratch) / (fine-tune - scratch), on the means over the "
+        "row's seeds."
         + (
             " **The runs finished so far** (`--finished-only`): a row may stand on fewer seeds "
-            "than the others (its seeds are in the JSON), and a gap needs both scratch and "
-            "fine-tune."
+            "than the others (its seeds are in the JSON); its gap is measured against scratch "
+            "and fine-tune on its own seeds, and left blank where they have not finished."
             if r.get("finished_only")
             else ""
         ),
