@@ -22,6 +22,8 @@ import json
 import math
 from pathlib import Path
 
+from attnxfer.report import provenance
+
 #: ablation name (a folder of runs/ablations) -> the paper's finding it tests (docs/method.md)
 FINDINGS = {
     "what_copy": "Transferring Q alone works best of Q / K / V, better even than the full map.",
@@ -92,7 +94,9 @@ def collect(runs: Path, main: dict, length: float | None = None) -> dict:
                 "std": r["std"],
                 "seeds": len(r["runs"]),
                 "gap_recovered": gap_recovered(r["mean"], scratch, finetune),
-                "reused": len(r.get("reused_from", [])),
+                # taken from the main table's (or curve's) runs; an ablation's own cell kept
+                # as a record (under a folder named like ``runs``) is not
+                "reused": sum(runs.name not in Path(p).parts for p in r.get("reused_from", [])),
             }
             for r in result["rows"]
         ]
@@ -106,6 +110,7 @@ def collect(runs: Path, main: dict, length: float | None = None) -> dict:
                 "rows": rows,
                 "command": result["command"],
                 "hardware": result.get("hardware", ""),
+                **({"trained_on": result["trained_on"]} if "trained_on" in result else {}),
                 "train_seconds": result.get("train_seconds", math.nan),
             }
         )
@@ -138,8 +143,8 @@ def markdown(report: dict) -> str:
             "",
             f"Command: `{a['command']}`",
             "",
-            f"Hardware: {a['hardware']}. Training time of all cells: "
-            f"{a['train_seconds'] / 60:.1f} min.",
+            *provenance(a),
+            f"Training time of all cells: {a['train_seconds'] / 60:.1f} min.",
             "",
         ]
     if report["not_run"]:

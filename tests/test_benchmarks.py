@@ -115,7 +115,14 @@ def test_ablations_report_gives_each_row_its_share_of_the_gap(tmp_path):
         {"transfer.heads": "all", "mean": 41.0, "std": 0.0, "runs": [41.0, 41.0]},
     ]
     rows[1]["reused_from"] = ["a", "b"]
-    result = {"title": "heads", "grid": {"transfer.heads": ["1", "all"]}, "fixed": [], "rows": rows}
+    # a cell taken from the ablation's own kept record is no main-table run
+    rows.append({"transfer.heads": "2", "mean": 35.0, "std": 0.0, "runs": [35.0]})
+    rows[2]["reused_from"] = ["kept/runs/heads/heads=2/seed0"]
+    grid = {"transfer.heads": ["1", "2", "all"]}
+    result = {"title": "heads", "grid": grid, "fixed": [], "rows": rows, "hardware": "CPU X"}
+    result["trained_on"] = [
+        {"hardware": "CPU Y", "precision": "bfloat16", "runs": 5, "seconds": 60}
+    ]
     (heads / "results.json").write_text(json.dumps({**result, "command": "attnxfer sweep"}))
     out = tmp_path / "out" / "ablations"
     args = ["--runs", str(tmp_path / "runs"), "--main", str(tmp_path / "main.json")]
@@ -123,6 +130,8 @@ def test_ablations_report_gives_each_row_its_share_of_the_gap(tmp_path):
     text = out.with_suffix(".md").read_text()
     assert "| 1 | 32.50 ± 0.50 | 25% | 2 |" in text
     assert "| all (main-table runs) | 41.00 ± 0.00 | 110% | 2 |" in text
+    assert "| 2 | 35.00 ± 0.00 | 50% | 1 |" in text
+    assert "Trained on: CPU Y" in text and "Report written on: CPU X" in text
     assert "`bash benchmarks/ablations.sh layers`" in text  # not run yet: its command
     saved = json.loads(out.with_suffix(".json").read_text())
     assert [a["name"] for a in saved["ablations"]] == ["heads"]
