@@ -743,14 +743,20 @@ def markdown(r: dict[str, Any]) -> str:
 def plot(r: dict[str, Any], path: Path) -> None:
     with figure(path, 1, 2, figsize=(10, 3.6)) as (_, axes):
         rows = r["rows"]
-        names = [row["method"] for row in rows]
+        counts = [len(row["runs"]) for row in rows]
+        whole = set(counts) == {len(r["seeds"])}
+        names = [
+            row["method"] + ("" if whole else f" ({n})")
+            for row, n in zip(rows, counts, strict=True)
+        ]
         x = range(len(rows))
         axes[0].bar(x, [row["mean"] for row in rows], yerr=[row["std"] for row in rows], capsize=3)
         axes[0].set_xticks(x, names, rotation=25, ha="right")
         axes[0].set_ylabel("CIFAR-10 top-1 (%)")
         low = min(row["mean"] - row["std"] for row in rows)
         axes[0].set_ylim(max(0, low - 5), None)
-        axes[0].set_title(f"attnxfer, {r['tier']} tier, {len(r['seeds'])} seeds", fontsize=10)
+        seeds = f"{len(r['seeds'])} seeds" if whole else "runs finished so far (seeds per row)"
+        axes[0].set_title(f"attnxfer, {r['tier']} tier, {seeds}", fontsize=10)
         gaps = [(row["method"], row["gap_recovered"], row["paper_gap_recovered"]) for row in rows]
         gaps = [g for g in gaps if g[0] not in ("scratch", "finetune") and g[1] is not None]
         w = 0.38
