@@ -84,26 +84,7 @@ step "7. the schedule curve to 20 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20 --seeds 0 --out "$CURVE" "${table[@]}" \
   "${kept[@]}" "${plan[@]}"
 step "8. the teacher's card, with the curve's students and the table's (seed 0)"
-downstream=()
-for e in e0.4 e2 e5; do  # the committed record where there is one, else this checkout's run
-  for m in scratch finetune copy distill; do
-    for run in "$KEPT/schedule-curve/$e/$m/seed0" "$CURVE/$e/$m/seed0"; do
-      [ -f "$run/summary.json" ] && { downstream+=(--downstream "$run"); break; }
-    done
-  done
-done
-for run in "$TABLE"/scratch/seed0 "$TABLE"/cifar10_mae/*/seed0; do
-  [ -f "$run/summary.json" ] && downstream+=(--downstream "$run")
-done
-if [ -n "${PLAN:-}" ]; then
-  echo "the card: rewritten with the $((${#downstream[@]} / 2)) students finished so far"
-elif [ -d "$RUNS/teachers/cifar10_mae_long/teacher" ]; then  # the whole card, from its run
-  attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \
-    "${downstream[@]}"
-  cp "$RUNS/teachers/cifar10_mae_long/teacher/"{README.md,loss.png} "$TEACHER/"
-else  # the run is in another checkout: its card keeps all but the table of students
-  attnxfer pretrain --card "$TEACHER" "${downstream[@]}"
-fi
+RUNS=$RUNS bash benchmarks/teacher_card.sh
 step "9. ablations on the long recipe, seed 0"
 RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=$TEACHER/model.safetensors TABLE=$TABLE \
   OUT=$RUNS/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers heads what_distill

@@ -3,7 +3,8 @@
 # finished run in docs/results/runs/ (so no later checkout trains them again), and rewrite the
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
 # the two-teacher comparison, the long-tier table as far as it has come, and the 5-epoch layer
-# and lambda ablations once they have a cell. Trains nothing; evaluates each ensemble once.
+# and lambda ablations once they have a cell, and the teacher's card with its students. Trains
+# nothing; evaluates each ensemble once.
 #   bash benchmarks/central_result_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,4 +47,5 @@ fi
 for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5; do
   [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
 done
+RUNS=$RUNS bash benchmarks/teacher_card.sh  # from the records just kept
 echo "reports written"
