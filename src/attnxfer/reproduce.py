@@ -42,7 +42,7 @@ from .report import (
     trained_on,
     write_results,
 )
-from .sweep import Cell, run_cell
+from .sweep import Cell, finished_cell, run_cell
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,18 @@ def planned_cells(
     return cells
 
 
+def _summary(
+    cell: Cell, out: Path, found: dict[str, Path], finished_only: bool, what: str
+) -> dict[str, Any] | None:
+    """The summary of one cell of a table or curve: trained (or taken) by
+    :func:`attnxfer.sweep.run_cell`, or with ``finished_only`` only if it has finished (None
+    if not)."""
+    if finished_only:
+        return finished_cell(cell, out, found)
+    log.info("%s (%s)", what, cell.name)
+    return run_cell(cell, out, found)
+
+
 def reproduce(
     tier_name: str,
     out: Path,
@@ -211,7 +223,7 @@ def reproduce(
     seeds that finished, its gap against scratch and fine-tune on those seeds, the ensemble of
     each seed whose pair is there), so a table still being trained can be shown as far as it has
     come. Not with ``shift``, whose corrupted-set evaluation needs every run."""
-    from .sweep import finished_cell, finished_runs
+    from .sweep import finished_runs
 
     if finished_only and shift:
         raise AttnxferError("--finished-only tabulates the in-distribution rows: drop --shift")
@@ -225,13 +237,9 @@ def reproduce(
     runs: dict[tuple[str, str, int], Path] = {}
     summaries = []
     for i, cell in enumerate(cells, 1):
-        if finished_only:
-            summary = finished_cell(cell, out, found)
-            if summary is None:
-                continue
-        else:
-            log.info("reproduce: run %d/%d (%s)", i, len(cells), cell.name)
-            summary = run_cell(cell, out, found)
+        summary = _summary(cell, out, found, finished_only, f"reproduce: run {i}/{len(cells)}")
+        if summary is None:
+            continue
         summaries.append(summary)
         label, method, seed = (cell.labels[k] for k in ("teacher", "method", "seed"))
         results.setdefault((label, method), {})[seed] = summary["val_top1"]
@@ -396,7 +404,7 @@ def schedule_curve(
     ``finished_only``: train nothing; report the runs that have finished (a point's method over
     the seeds that finished, a gap only where its scratch and fine-tune rows are there), so a
     curve still being trained can be shown as far as it has come."""
-    from .sweep import finished_cell, finished_runs
+    from .sweep import finished_runs
 
     tier = _tier(tier_name)
     seeds = list(seeds or tier.seeds)
@@ -411,13 +419,9 @@ def schedule_curve(
         steps, seconds = set(), 0.0
         for cell in (c for c in cells if c.labels["epochs"] == epochs):
             method, seed = cell.labels["method"], cell.labels["seed"]
-            if finished_only:
-                summary = finished_cell(cell, out, found)
-                if summary is None:
-                    continue
-            else:
-                log.info("curve: %g epochs, %s, seed %d", epochs, method, seed)
-                summary = run_cell(cell, out, found)
+            summary = _summary(cell, out, found, finished_only, "curve")
+            if summary is None:
+                continue
             values.setdefault(method, []).append(summary["val_top1"])
             summaries.append(summary)
             runs[method, seed] = Path(summary.get("reused_from") or out / cell.name)
