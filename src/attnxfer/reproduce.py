@@ -42,7 +42,7 @@ from .report import (
     trained_on,
     write_results,
 )
-from .sweep import Cell, finished_cell, run_cell
+from .sweep import Cell, finished_cell, finished_runs, run_cell
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,6 @@ def reproduce(
     seeds that finished, its gap against scratch and fine-tune on those seeds, the ensemble of
     each seed whose pair is there), so a table still being trained can be shown as far as it has
     come. Not with ``shift``, whose corrupted-set evaluation needs every run."""
-    from .sweep import finished_runs
 
     if finished_only and shift:
         raise AttnxferError("--finished-only tabulates the in-distribution rows: drop --shift")
@@ -404,7 +403,6 @@ def schedule_curve(
     ``finished_only``: train nothing; report the runs that have finished (a point's method over
     the seeds that finished, a gap only where its scratch and fine-tune rows are there), so a
     curve still being trained can be shown as far as it has come."""
-    from .sweep import finished_runs
 
     tier = _tier(tier_name)
     seeds = list(seeds or tier.seeds)
