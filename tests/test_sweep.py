@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers import TINY_STUDENT, cli
@@ -253,11 +254,36 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     assert (tmp_path / "again" / "cifar10_mae" / "distill" / "seed0").is_symlink()
     second = json.loads((tmp_path / "again" / "results.json").read_text())
     assert second["rows"] == report["rows"]
-    # an ensemble with no record and no weights is left out and said so, not guessed
+    # without the ensemble's record, weightless records of its members are not taken: those two
+    # are trained again (their links from the last invocation removed, the records kept), the rest
+    # still taken, and the ensemble is evaluated
     (kept / "cifar10_mae" / "distill" / "seed0" / "ensemble.json").unlink()
+    capsys.readouterr()
+    assert cli(*again, "--reuse", str(kept), "--plan") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("5 runs: 3 finished, 0 taken from finished runs, 0 to resume, 2 ")
+    told = [line for line in lines if "holds no weights, which the ensemble needs" in line]
+    assert [line.split(":")[0] for line in told] == [
+        "cifar10_mae/finetune/seed0",
+        "cifar10_mae/distill/seed0",
+    ]
+    assert cli(*again, "--reuse", str(kept)) == 0
+    linked = {p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("seed0")}
+    assert {p for p in linked if (tmp_path / "again" / p).is_symlink()} == {
+        Path("scratch/seed0"),
+        Path("cifar10_mae/copy/seed0"),
+        Path("cifar10_mae/feature_distill/seed0"),
+    }
+    for method in ("finetune", "distill"):
+        assert (kept / "cifar10_mae" / method / "seed0" / "summary.json").is_file()
+        assert list((tmp_path / "again" / "cifar10_mae" / method / "seed0").rglob("*.safetensors"))
+    retrained = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert retrained["rows"][-1]["method"] == "ensemble" and retrained["no_ensemble_seeds"] == []
+    # --finished-only trains nothing: an ensemble with no record and no weights is left out and
+    # said so, not guessed
     third = [a if a != str(out) else str(tmp_path / "third") for a in args]
     with caplog.at_level("WARNING", logger="attnxfer.reproduce"):
-        assert cli(*third, "--reuse", str(kept)) == 0
+        assert cli(*third, "--reuse", str(kept), "--finished-only") == 0
     assert "seed 0: no ensemble" in caplog.text and "needs both models' checkpoints" in caplog.text
     report = json.loads((tmp_path / "third" / "results.json").read_text())
     assert [r["method"] for r in report["rows"]] == list(R.METHODS)
@@ -303,6 +329,22 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     mixed = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert mixed["scratch"]["seeds"] == [0, 1] and mixed["distill"]["seeds"] == [0]
     assert mixed["distill"]["gap_recovered"] == pytest.approx(rows["distill"]["gap_recovered"])
+
+
+def test_an_ensemble_pairs_each_seeds_and_lengths_finetune_and_distill_of_the_main_teacher():
+    from attnxfer import reproduce as R
+
+    tier = R.TIERS["cpu"]
+    table = R._cells(tier, "t", "cifar10_mae", R.METHODS, [0, 1], [])
+    shift = R._cells(tier, "t", "tiny_mae", R.SHIFT_METHODS, [0, 1], [])
+    pairs = R._ensemble_pairs(table + shift)
+    assert [(f.name, d.name) for f, d in pairs] == [
+        (f"cifar10_mae/finetune/seed{s}", f"cifar10_mae/distill/seed{s}") for s in (0, 1)
+    ]
+    curve = [R.curve_cell(tier, "t", e, m, 0) for e in (0.4, 2) for m in R.CURVE_METHODS]
+    assert [(f.name, d.name) for f, d in R._ensemble_pairs(curve)] == [
+        (f"e{e}/finetune/seed0", f"e{e}/distill/seed0") for e in ("0.4", "2")
+    ]
 
 
 def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):

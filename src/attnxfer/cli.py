@@ -87,7 +87,8 @@ def _reuse_argument(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder of finished runs (another sweep, a reproduce table, kept records): a cell "
         "whose resolved config equals one of them takes its result instead of training; "
-        "repeatable",
+        "repeatable (reproduce trains a fine-tuned or distilled cell again when the run it would "
+        "take holds no weights and its seed's ensemble has no record)",
     )
     parser.add_argument(
         "--plan",
@@ -97,12 +98,12 @@ def _reuse_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _print_plan(cells, args: argparse.Namespace) -> int:
+def _print_plan(cells, args: argparse.Namespace, retrain=None) -> int:
     from .sweep import plan
 
     if args.finished_only:
         raise AttnxferError("--plan and --finished-only: give one of them")
-    print(plan(cells, Path(args.out), [Path(d).expanduser() for d in args.reuse]))
+    print(plan(cells, Path(args.out), [Path(d).expanduser() for d in args.reuse], retrain))
     return 0
 
 
@@ -444,7 +445,7 @@ def add_reproduce(sub: Subparsers) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import planned_cells, reproduce, schedule_curve
+    from .reproduce import planned_cells, reproduce, schedule_curve, weightless_members
 
     if args.curve is not None and (args.shift or args.shift_teacher):
         raise AttnxferError("--curve draws the in-distribution curve only: drop --shift")
@@ -458,7 +459,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
             args.shift_teacher,
             lengths=None if args.curve is None else _floats(args.curve, "--curve"),
         )
-        return _print_plan(cells, args)
+        return _print_plan(cells, args, weightless_members)
     if args.curve is not None:
         schedule_curve(
             args.tier,

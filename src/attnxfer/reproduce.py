@@ -42,7 +42,7 @@ from .report import (
     trained_on,
     write_results,
 )
-from .sweep import Cell, finished_cell, finished_runs, run_cell
+from .sweep import Cell, finished_cell, finished_runs, identical_run, run_cell
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,8 @@ def reproduce(
     teacher = teacher or tier.teacher
     cells = planned_cells(tier_name, seeds, shift, overrides, teacher, shift_teacher)
     found = finished_runs(list(reuse))
+    if not finished_only:
+        found = _train_weightless_members(cells, out, found)
     start = time.time()
     results: dict[tuple[str, str], dict[int, float]] = {}
     runs: dict[tuple[str, str, int], Path] = {}
@@ -320,22 +322,95 @@ def ensemble_top1(finetune: Path, distill: Path) -> float:
     from .inference import evaluate_models
 
     runs = [finetune, distill]
-    members = [json.loads((r / "summary.json").read_text())["val_top1"] for r in runs]
-    record = distill / "ensemble.json"
-    if record.is_file():
-        kept = json.loads(record.read_text())
-        if kept["members_top1"] == members:
-            return kept["top1"]
+    kept = _kept_ensemble(finetune, distill)
+    if kept is not None:
+        return kept
     if not all(C.list_checkpoints(r) for r in runs):
         raise AttnxferError(
             f"the ensemble of {finetune} and {distill} needs both models' checkpoints (their "
             "records hold no weights): train them again in one folder, e.g. without --reuse"
         )
     top1 = evaluate_models(runs, ensemble=True, batch_size=256)["ensemble"]["val"]["top1"]
-    record.write_text(
+    members = [_top1(r) for r in runs]
+    (distill / "ensemble.json").write_text(
         json.dumps({"members": [str(r) for r in runs], "members_top1": members, "top1": top1})
     )
     return top1
+
+
+def _top1(run: Path) -> float:
+    return json.loads((run / "summary.json").read_text())["val_top1"]
+
+
+def _kept_ensemble(finetune: Path, distill: Path) -> float | None:
+    """The ensemble top-1 recorded in ``distill``'s ``ensemble.json`` if it is the ensemble of
+    these two runs (its members' top-1 are theirs), else None."""
+    record = distill / "ensemble.json"
+    if not record.is_file():
+        return None
+    kept = json.loads(record.read_text())
+    return kept["top1"] if kept["members_top1"] == [_top1(finetune), _top1(distill)] else None
+
+
+def _ensemble_pairs(cells: list[Cell]) -> list[tuple[Cell, Cell]]:
+    """The fine-tune and distill cells whose ensemble a table or curve reports: those of the main
+    teacher that share every other label (seed, and length on the curve)."""
+    pairs: dict[tuple, dict[str, Cell]] = {}
+    for cell in cells:
+        labels = dict(cell.labels)
+        method = labels.pop("method")
+        if (
+            method in ("finetune", "distill")
+            and labels.get("teacher", "cifar10_mae") == "cifar10_mae"
+        ):
+            pairs.setdefault(tuple(sorted(labels.items())), {})[method] = cell
+    return [(p["finetune"], p["distill"]) for p in pairs.values() if len(p) == 2]
+
+
+def weightless_members(cells: list[Cell], out: Path, found: dict[str, Path]) -> dict[str, Path]:
+    """The ensemble members among ``cells`` that must be trained under ``out`` although a finished
+    run stands for them elsewhere, by cell name, with that run.
+
+    A fine-tuned or distilled run taken from elsewhere (a record in ``found``, or one an earlier
+    invocation linked at the cell's place under ``out``) that holds no weights would leave its
+    seed without an ensemble, unless the pair's ``ensemble.json`` already holds the ensemble of
+    the two runs. Nothing is written."""
+    retrain = {}
+    for pair in _ensemble_pairs(cells):
+        taken = [_taken_from(cell, out, found) for cell in pair]
+        here = [out / c.name if (out / c.name / "summary.json").is_file() else None for c in pair]
+        runs = [t or h for t, h in zip(taken, here, strict=True)]
+        if None not in runs and _kept_ensemble(*runs) is not None:
+            continue
+        retrain.update(
+            {c.name: r for c, r in zip(pair, taken, strict=True) if r and not C.list_checkpoints(r)}
+        )
+    return retrain
+
+
+def _train_weightless_members(cells: list[Cell], out: Path, found: dict[str, Path]):
+    """``found`` without the runs of :func:`weightless_members`, whose cells are then trained:
+    the links an earlier invocation left at their places are removed (the runs they pointed to
+    are left as they are)."""
+    retrain = weightless_members(cells, out, found)
+    for name, run in retrain.items():
+        log.info("%s: %s holds no weights, which the ensemble needs: trained here", name, run)
+        if (out / name).is_symlink():
+            (out / name).unlink()
+    return {key: run for key, run in found.items() if run.resolve() not in retrain.values()}
+
+
+def _taken_from(cell: Cell, out: Path, found: dict[str, Path]) -> Path | None:
+    """The finished run, from elsewhere, that stands for ``cell``: the one an earlier invocation
+    linked at its place under ``out``, else an identical one in ``found`` (resolved); None when
+    the cell is trained, or being trained, under ``out``."""
+    here = out / cell.name
+    if here.is_symlink() and (here / "summary.json").is_file():
+        return here.resolve()
+    if here.exists() and not here.is_symlink():
+        return None
+    same = identical_run(cell, found)
+    return same.resolve() if same is not None else None
 
 
 #: the rows of the schedule curve
@@ -409,6 +484,8 @@ def schedule_curve(
     teacher = teacher or tier.teacher
     cells = planned_cells(tier_name, seeds, overrides=overrides, teacher=teacher, lengths=lengths)
     found = finished_runs(list(reuse))
+    if not finished_only:
+        found = _train_weightless_members(cells, out, found)
     start = time.time()
     points, summaries = [], []
     for epochs in sorted(set(lengths)):

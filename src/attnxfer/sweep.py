@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ def finished_cell(
     _check_is_cell(cell, summary.parent)
     if summary.is_file():
         return json.loads(summary.read_text())
-    same = _identical_run(cell, reuse)
+    same = identical_run(cell, reuse)
     if same is None:
         return None
     return {**json.loads((same / "summary.json").read_text()), "reused_from": str(same)}
@@ -152,7 +153,7 @@ def _differences(have: Any, want: Any, key: str = "") -> list[str]:
     return [] if have == want else [f"{key.rstrip('.')}: {have!r} vs {want!r}"]
 
 
-def _identical_run(cell: Cell, reuse: dict[str, Path] | None) -> Path | None:
+def identical_run(cell: Cell, reuse: dict[str, Path] | None) -> Path | None:
     """The finished run in ``reuse`` whose resolved config equals ``cell``'s, if any; a bad cell
     fails here (its config does not load), before anything runs."""
     return (reuse or {}).get(run_identity(load_config(cell.configs, cell.overrides).to_dict()))
@@ -175,7 +176,7 @@ def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> di
     _check_is_cell(cell, out)  # finished or interrupted, it must be this cell's run
     if summary.is_file():
         return json.loads(summary.read_text())
-    same = _identical_run(cell, reuse)
+    same = identical_run(cell, reuse)
     if same is not None and not out.exists():
         log.info("%s: identical to the finished run %s; not trained again", cell.name, same)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -204,24 +205,35 @@ def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> di
     return result
 
 
-def plan(cells: list[Cell], root: Path, reuse: list[Path] = ()) -> str:
+def plan(
+    cells: list[Cell],
+    root: Path,
+    reuse: list[Path] = (),
+    retrain: Callable[[list[Cell], Path, dict[str, Path]], dict[str, Path]] | None = None,
+) -> str:
     """What running ``cells`` under ``root`` would do, one line a cell, then a total: finished,
     taken from an identical finished run in ``reuse``, resumed from its newest checkpoint, or
-    trained (with the command it would run). Every cell's config is checked; nothing is trained
-    or written."""
+    trained (with the command it would run). ``retrain`` gives the cells trained although a run
+    elsewhere stands for them, by name, with that run (the table's weightless ensemble members,
+    :func:`attnxfer.reproduce.weightless_members`). Every cell's config is checked; nothing is
+    trained or written."""
     from .checkpoint import list_checkpoints
 
     for cell in cells:
         load_config(cell.configs, cell.overrides)
     known = finished_runs(list(reuse))
+    again = retrain(cells, root, known) if retrain else {}
     lines, counts, seconds = [], {"finished": 0, "taken": 0, "resumed": 0, "trained": 0}, []
     for cell in cells:
-        summary = finished_cell(cell, root, known)
+        summary = None if cell.name in again else finished_cell(cell, root, known)
         checkpoints = list_checkpoints(root / cell.name) if summary is None else []
         if summary is not None:
             kind = "taken" if "reused_from" in summary else "finished"
             status = f"taken from {summary['reused_from']}" if kind == "taken" else "finished"
             seconds.append(summary["seconds"])
+        elif cell.name in again:
+            kind = "trained"
+            status = f"to train: {again[cell.name]} holds no weights, which the ensemble needs"
         elif checkpoints:
             kind, status = "resumed", f"resumes from {checkpoints[-1].name}"
         else:
