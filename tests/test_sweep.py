@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,12 @@ def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file)
     assert f"mode=scratch/seed0: taken from {out / 'mode=scratch/seed0'}" in said
     assert sorted(p for p in tmp_path.rglob("*")) == before
     assert cli(*wider, "--plan", "--finished-only") == 2
+    # an interrupted run in a cell's place is resumed there, not taken from an identical one
+    interrupted = tmp_path / "elsewhere" / "mode=scratch" / "seed1"
+    (interrupted / "checkpoints" / "step_1").mkdir(parents=True)
+    shutil.copy(out / "mode=scratch" / "seed1" / "config.yaml", interrupted)
+    assert cli(*elsewhere, "--reuse", str(out), "--plan") == 0
+    assert "mode=scratch/seed1: resumes from step_1" in capsys.readouterr().out.splitlines()
 
 
 def test_run_identity_ignores_the_output_and_spellings_of_one_setting():

@@ -397,20 +397,20 @@ def _train_weightless_members(cells: list[Cell], out: Path, found: dict[str, Pat
         log.info("%s: %s holds no weights, which the ensemble needs: trained here", name, run)
         if (out / name).is_symlink():
             (out / name).unlink()
-    return {key: run for key, run in found.items() if run.resolve() not in retrain.values()}
+    dropped = {run.resolve() for run in retrain.values()}
+    return {key: run for key, run in found.items() if run.resolve() not in dropped}
 
 
 def _taken_from(cell: Cell, out: Path, found: dict[str, Path]) -> Path | None:
     """The finished run, from elsewhere, that stands for ``cell``: the one an earlier invocation
-    linked at its place under ``out``, else an identical one in ``found`` (resolved); None when
+    linked at its place under ``out``, else an identical one in ``found``; None when
     the cell is trained, or being trained, under ``out``."""
     here = out / cell.name
     if here.is_symlink() and (here / "summary.json").is_file():
         return here.resolve()
     if here.exists() and not here.is_symlink():
         return None
-    same = identical_run(cell, found)
-    return same.resolve() if same is not None else None
+    return identical_run(cell, found)
 
 
 #: the rows of the schedule curve

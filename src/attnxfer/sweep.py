@@ -225,8 +225,11 @@ def plan(
     again = retrain(cells, root, known) if retrain else {}
     lines, counts, seconds = [], {"finished": 0, "taken": 0, "resumed": 0, "trained": 0}, []
     for cell in cells:
-        summary = None if cell.name in again else finished_cell(cell, root, known)
-        checkpoints = list_checkpoints(root / cell.name) if summary is None else []
+        here = root / cell.name
+        # a run of the cell's own there (an interrupted one is resumed) is never taken from reuse
+        reusable = {} if here.is_dir() and not here.is_symlink() else known
+        summary = None if cell.name in again else finished_cell(cell, root, reusable)
+        checkpoints = list_checkpoints(here) if summary is None else []
         if summary is not None:
             kind = "taken" if "reused_from" in summary else "finished"
             status = f"taken from {summary['reused_from']}" if kind == "taken" else "finished"
