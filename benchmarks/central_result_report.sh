@@ -2,8 +2,8 @@
 # After a session of benchmarks/central_result.sh (stop it first): keep the records of every
 # finished run in docs/results/runs/ (so no later checkout trains them again), and rewrite the
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
-# the two-teacher comparison, the long-tier table as far as it has come, and the 5-epoch layer
-# and lambda ablations once they have a cell, and the teacher's card with its students. Trains
+# the two-teacher comparison, the long-tier table as far as it has come, and each 5-epoch
+# ablation begun in this checkout, and the teacher's card with its students. Trains
 # nothing; evaluates each ensemble once.
 #   bash benchmarks/central_result_report.sh
 set -euo pipefail
@@ -35,8 +35,8 @@ python benchmarks/curve_teachers.py docs/results/schedule_curve.json \
   docs/results/schedule_curve_supervised.json --labels "MAE (200 ep),supervised" \
   --out docs/results/schedule_curve_teachers
 e5=()  # the 5-epoch ablations with a folder in this checkout
-for name in layers lambda; do
-  [ -d "$RUNS/ablations-e5/$name" ] && e5+=("$name")
+for dir in "$RUNS"/ablations-e5/*/; do
+  [ -d "$dir" ] && e5+=("$(basename "$dir")")
 done
 if [ ${#e5[@]} -gt 0 ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_e5.sh "${e5[@]}"; then
   python benchmarks/ablations_report.py --runs "$RUNS/ablations-e5" \

@@ -295,7 +295,9 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     report = json.loads((tmp_path / "third" / "results.json").read_text())
     assert [r["method"] for r in report["rows"]] == list(R.METHODS)
     assert report["no_ensemble_seeds"] == [0]
-    assert "No ensemble for seed(s) 0" in (tmp_path / "third" / "results.md").read_text()
+    md = (tmp_path / "third" / "results.md").read_text()
+    assert "No ensemble for seed(s) 0" in md
+    assert report["complete"] and "finished so far" not in md  # every run of the table is there
     # a record a run gained after it was kept is added; nothing else is written again
     assert keep_records(out, kept) == [kept / "cifar10_mae" / "distill" / "seed0"]
     assert (kept / "cifar10_mae" / "distill" / "seed0" / "ensemble.json").is_file()
@@ -304,7 +306,7 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     # --finished-only: the table as far as it has come, nothing trained
     assert cli(*args, "--seeds", "0,1", "--finished-only") == 0
     partial = json.loads((out / "results.json").read_text())
-    assert partial["finished_only"] and partial["seeds"] == [0, 1]
+    assert partial["finished_only"] and not partial["complete"] and partial["seeds"] == [0, 1]
     assert [r["seeds"] for r in partial["rows"]] == [[0]] * (len(R.METHODS) + 1)
     assert [r["mean"] for r in partial["rows"]] == [r["mean"] for r in report["rows"]] + [
         rows["ensemble"]["mean"]
@@ -402,6 +404,9 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     assert all((again / "e1" / m / "seed0").is_symlink() for m in R.CURVE_METHODS)
     second = json.loads((again / "schedule_curve.json").read_text())
     assert second["points"] == report["points"]
+    assert cli(*args, "--seeds", "0", "--out", str(again), "--finished-only") == 0
+    whole = json.loads((again / "schedule_curve.json").read_text())
+    assert whole["complete"] and "not finished" not in (again / "schedule_curve.md").read_text()
 
     # --finished-only: the curve as far as it has come, nothing trained
     kept = tmp_path / "kept"
@@ -411,7 +416,7 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     assert cli(*args, "--out", str(partial), "--reuse", str(kept), "--finished-only") == 0
     assert not list(partial.rglob("config.yaml"))  # no run started
     third = json.loads((partial / "schedule_curve.json").read_text())
-    assert third["points"][0] == report["points"][0]
+    assert third["points"][0] == report["points"][0] and not third["complete"]
     assert "finetune" not in third["points"][1]["methods"]
     assert "ensemble" not in third["points"][1]
     assert third["points"][1]["gap_recovered"] == {"copy": None, "distill": None}

@@ -300,6 +300,7 @@ def reproduce(
         "rows": rows,
         "no_ensemble_seeds": no_ensemble,
         "finished_only": finished_only,
+        "complete": len(summaries) == len(cells),  # every planned run has finished
     }
     if shift:
         shift_teacher = shift_teacher or tier.shift_teacher
@@ -535,6 +536,7 @@ def schedule_curve(
         "train_images": tier.train_images,
         "points": points,
         "finished_only": finished_only,
+        "complete": len(summaries) == len(cells),  # every planned run has finished
         "trained_on": trained_on(summaries),
         "hardware": hardware(),
         "command": command,
@@ -609,7 +611,7 @@ def curve_markdown(r: dict[str, Any]) -> str:
         + (
             " **The runs finished so far** (`--finished-only`): a blank cell is a run not "
             "finished yet, and a length's rows may stand on fewer seeds than the others."
-            if r.get("finished_only")
+            if r.get("finished_only") and not r.get("complete")
             else ""
         ),
         "",
@@ -754,7 +756,7 @@ def markdown(r: dict[str, Any]) -> str:
             " **The runs finished so far** (`--finished-only`): a row may stand on fewer seeds "
             "than the others (its seeds are in the JSON); its gap is measured against scratch "
             "and fine-tune on its own seeds, and left blank where they have not finished."
-            if r.get("finished_only")
+            if r.get("finished_only") and not r.get("complete")
             else ""
         ),
     ]
