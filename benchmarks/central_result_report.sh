@@ -2,9 +2,9 @@
 # After a session of benchmarks/central_result.sh (stop it first): keep the records of every
 # finished run in docs/results/runs/ (so no later checkout trains them again), and rewrite the
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
-# the two-teacher comparison, the long-tier table as far as it has come, and each 5-epoch
-# ablation begun in this checkout, and the teacher's card with its students. Trains
-# nothing; evaluates each ensemble once.
+# the two-teacher comparison, the long-tier table as far as it has come, each 5-epoch and each
+# long-recipe ablation begun in this checkout (and where the long recipe's students attend),
+# and the teacher's card with its students. Trains nothing; evaluates each ensemble once.
 #   bash benchmarks/central_result_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +43,18 @@ if [ ${#e5[@]} -gt 0 ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_e
     --main docs/results/schedule_curve.json --length 5 --out docs/results/ablations_e5 \
     --rerun "bash benchmarks/ablations_e5.sh"
 fi
+long=()  # the long-recipe ablations with a folder in this checkout
+for dir in "$RUNS"/ablations-long/*/; do
+  [ -d "$dir" ] && long+=("$(basename "$dir")")
+done
+if [ ${#long[@]} -gt 0 ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_long.sh "${long[@]}"; then
+  python benchmarks/ablations_report.py --runs "$RUNS/ablations-long" \
+    --main docs/results/schedule_curve.json --length 10 --out docs/results/ablations_long \
+    --rerun "bash benchmarks/ablations_long.sh"
+  RUNS=$RUNS bash benchmarks/locality_long.sh  # where the ablation students attend
+fi
 # last, so that the records include what the reports evaluated (the curves' ensembles)
-for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5; do
+for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5 ablations-long; do
   [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
 done
 RUNS=$RUNS bash benchmarks/teacher_card.sh  # from the records just kept

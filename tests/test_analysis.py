@@ -217,7 +217,10 @@ def test_analyze_commands(tmp_path, capsys, teacher_file):
     result = json.loads((where / "locality.json").read_text())
     assert set(result["models"]) == {"teacher", "distilled"} and result["images"] == 8
     assert (where / "locality.png").stat().st_size > 0
-    assert "| distilled | distance |" in (where / "locality.md").read_text()
+    report = (where / "locality.md").read_text()
+    assert "| distilled | distance |" in report
+    heads = result["models"]["distilled"]["heads"]["distance"]
+    assert f"| distilled | {' / '.join(f'{v:.2f}' for v in heads[0])} |" in report
     capsys.readouterr()
     assert (
         cli(

@@ -183,6 +183,11 @@ def locality_markdown(r: dict[str, Any]) -> str:
             values = [f"{v:.2f}" for v in m[key]] + [""] * (depth - len(m[key]))
             uniform = {"distance": m["uniform_distance"], "entropy": m["max_entropy"]}.get(key)
             rows.append([name, key, *values, "" if uniform is None else f"{uniform:.2f}"])
+    per_head = [
+        [name, *(" / ".join(f"{v:.2f}" for v in h) for h in m["heads"]["distance"])]
+        + [""] * (depth - len(m["distance"]))
+        for name, m in r["models"].items()
+    ]
     lines = [
         f"# Where attention goes, per layer ({r['images']} images of {r['data']})",
         "",
@@ -192,6 +197,13 @@ def locality_markdown(r: dict[str, Any]) -> str:
         "a map spread evenly over all tokens has the distance and entropy of the last column.",
         "",
         *table(head, rows),
+        "",
+        "## Distance per head",
+        "",
+        "The mean attention distance of each head (head 0 / head 1 / ...), per layer: a student "
+        "whose transfer covers some heads only shows here which heads leave the teacher's maps.",
+        "",
+        *table(["model", *(f"L{i}" for i in range(depth))], per_head),
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The ablations on the long recipe (3,900 steps per student, configs/cifar10/student_cpu_long.yaml,
+# the 200-epoch MAE teacher, seed 0), measured against the schedule curve's 10-epoch scratch and
+# fine-tune students (the long table's seed 0). Each baseline row (all layers, all heads, the
+# whole map) is the long table's seed-0 distilled student. Step 9 of
+# benchmarks/central_result.sh runs layers, heads and what_distill, about 24 minutes a cell on
+# 2 Zen 4 cores:
+#   bash benchmarks/ablations_long.sh [name ...]      # default: layers heads what_distill
+#   FINISHED_ONLY=1 bash benchmarks/ablations_long.sh  # train nothing: the cells finished so far
+#   PLAN=1 bash benchmarks/ablations_long.sh           # what each cell would do
+# then: python benchmarks/ablations_report.py --runs runs/ablations-long \
+#         --main docs/results/schedule_curve.json --length 10 --out docs/results/ablations_long
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs}
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=(layers heads what_distill)
+RECIPE=configs/cifar10/student_cpu_long.yaml \
+  TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
+  TABLE="$RUNS/reproduce-cpu-long" OUT="$RUNS/ablations-long" SEEDS=0 REUSE=docs/results/runs \
+  bash benchmarks/ablations.sh "${names[@]}"
