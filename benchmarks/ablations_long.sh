@@ -6,6 +6,7 @@
 # benchmarks/central_result.sh runs layers, heads and what_distill, about 24 minutes a cell on
 # 2 Zen 4 cores:
 #   bash benchmarks/ablations_long.sh [name ...]      # default: layers heads what_distill
+#                                                     # (copy_layers: copy with the top layers free)
 #   FINISHED_ONLY=1 bash benchmarks/ablations_long.sh  # train nothing: the cells finished so far
 #   PLAN=1 bash benchmarks/ablations_long.sh           # what each cell would do
 # then: python benchmarks/ablations_report.py --runs runs/ablations-long \

@@ -29,6 +29,8 @@ FINDINGS = {
     "what_copy": "Transferring Q alone works best of Q / K / V, better even than the full map.",
     "what_distill": "Transferring Q alone works best of Q / K / V, better even than the full map.",
     "layers": "More layers help; the later (top) layers matter more than the early ones.",
+    "copy_layers": "More layers help; the later (top) layers matter more than the early ones "
+    "(the reference's released runs never transfer a teacher's top 3 of 24 layers).",
     "average": "Averaging the teacher's maps over examples or over query tokens hurts a lot.",
     "heads": "More heads help, saturating around 3/4 of the heads (12 of 16).",
     "lambda": "The paper's recipe uses lambda 3; it reports no sweep.",
