@@ -20,9 +20,11 @@ done
 for method in scratch finetune copy distill; do
   add "$method 7800" "$RUNS/schedule-curve/e20/$method/seed0"
 done
-for run in "$RUNS"/ablations-long/*/*/seed0; do
-  name=${run%/seed0}
-  add "distill ${name##*/} 3900" "$run"
+for run in "$RUNS"/ablations-long/*/*/seed0; do  # labelled e.g. "heads/heads:1 3900"
+  cell=${run%/seed0}
+  sweep=${cell%/*}
+  name=${cell##*/}
+  add "${sweep##*/}/${name//=/:} 3900" "$run"
 done
 attnxfer analyze locality "${models[@]}" \
   --data "imagefolder:$HOME/.cache/attnxfer/cifar10-jpeg" --split test --images 512 \

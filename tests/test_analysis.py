@@ -133,6 +133,18 @@ def test_layer_locality_averages_over_batches_and_heads():
         layer_locality(teacher, [])
 
 
+def test_model_spec_takes_existing_paths_with_equals_signs_whole(tmp_path):
+    """A sweep's cell folder (``heads=1``) is a source as written, labelled or not."""
+    from attnxfer.analyze import model_spec
+
+    cell = tmp_path / "heads=1"
+    cell.mkdir()
+    assert model_spec(str(cell)) == ("heads=1", str(cell))
+    assert model_spec(f"one head={cell}") == ("one head", str(cell))
+    assert model_spec("tiny=vit_tiny_patch16_224") == ("tiny", "vit_tiny_patch16_224")
+    assert model_spec("vit_tiny_patch16_224") == ("vit_tiny_patch16_224", "vit_tiny_patch16_224")
+
+
 def test_transfer_counts_follow_the_formulae():
     c = transfer_counts(tiny_vit("vit"))  # 24 px, patch 4: 36 patches + class token
     assert c["tokens"] == 37 and c["heads"] == 4 and c["dim"] == 32 and c["depth"] == 3

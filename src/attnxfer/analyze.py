@@ -31,14 +31,23 @@ class Named:
     std: tuple
 
 
+def model_spec(spec: str) -> tuple[str, str]:
+    """``"LABEL=SOURCE"`` or ``"SOURCE"`` -> ``(label, source)``. A path that exists is a source
+    as written, even with ``=`` in it (a sweep's cell folders are named ``key=value``); a label
+    holds no ``=``."""
+    label, sep, rest = spec.partition("=")
+    if not sep or Path(spec).exists():
+        return Path(spec).name or spec, spec
+    return label, rest
+
+
 def load_model(source: str, img_size: int | None = None) -> Named:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     from .inference import load_trained
     from .models import build_student, build_teacher
 
-    label, sep, rest = source.partition("=")
-    name, source = (label, rest) if sep else (Path(source).name or source, source)
+    name, source = model_spec(source)
     path = Path(source)
     if path.is_dir() and ((path / "meta.json").is_file() or (path / "checkpoints").is_dir()):
         loaded = load_trained(path)

@@ -499,7 +499,7 @@ def add_analyze(sub: Subparsers) -> None:
     analyses = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     models_help = (
         "run/checkpoint directories, teacher sources (file, hf-hub: id, timm name) or "
-        "random:SOURCE; LABEL=SOURCE names a column"
+        "random:SOURCE; LABEL=SOURCE names a column (a label holds no '=')"
     )
     similarity = analyses.add_parser(
         "similarity", help="JS divergence of models' attention maps to a reference, per layer"
