@@ -2,11 +2,11 @@
 # The ablations on the long recipe (3,900 steps per student, configs/cifar10/student_cpu_long.yaml,
 # the 200-epoch MAE teacher, seed 0), measured against the schedule curve's 10-epoch scratch and
 # fine-tune students (the long table's seed 0). Each baseline row (all layers, all heads, the
-# whole map) is the long table's seed-0 distilled student. Step 9 of
-# benchmarks/central_result.sh runs layers, heads and what_distill, about 24 minutes a cell on
-# 2 Zen 4 cores:
-#   bash benchmarks/ablations_long.sh [name ...]      # default: layers heads what_distill
-#                                                     # (copy_layers: copy with the top layers free)
+# whole map) is the long table's seed-0 distilled (or copy) student. Step 9 of
+# benchmarks/central_result.sh runs the default ones, about 24 minutes a cell on 2 Zen 4 cores:
+#   bash benchmarks/ablations_long.sh [name ...]
+#       # default: layers heads what_distill copy_layers lambda (copy_layers: copy with the top
+#       # layers free); features costs nothing (both rows are the long table's)
 #   FINISHED_ONLY=1 bash benchmarks/ablations_long.sh  # train nothing: the cells finished so far
 #   PLAN=1 bash benchmarks/ablations_long.sh           # what each cell would do
 # then: python benchmarks/ablations_report.py --runs runs/ablations-long \
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(layers heads what_distill)
+[ ${#names[@]} -eq 0 ] && names=(layers heads what_distill copy_layers lambda)
 RECIPE=configs/cifar10/student_cpu_long.yaml \
   TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
   TABLE="$RUNS/reproduce-cpu-long" OUT="$RUNS/ablations-long" SEEDS=0 REUSE=docs/results/runs \

@@ -17,8 +17,8 @@
 # 6. the long-tier table's seeds 1 and 2
 # 7. the schedule curve's longest point, 20 epochs (7,800 steps), seed 0
 # 8. the teacher's model card, with the students of the curve and of the table (seed 0)
-# 9. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled
-#    (benchmarks/ablations_long.sh)
+# 9. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled,
+#    copy with the top layers free, lambda (benchmarks/ablations_long.sh)
 # 10. the long Tiny-ImageNet teacher and the table's distribution-shift rows
 # Steps 2, 3, 5, 6, 7 and 10 are `attnxfer reproduce` runs and steps 4 and 9 `attnxfer sweep`
 # runs: each finished student is kept.
@@ -87,7 +87,7 @@ attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20 --seeds 0 --out "$CURVE
 step "8. the teacher's card, with the curve's students and the table's (seed 0)"
 RUNS=$RUNS bash benchmarks/teacher_card.sh
 step "9. ablations on the long recipe, seed 0"
-RUNS=$RUNS bash benchmarks/ablations_long.sh layers heads what_distill
+RUNS=$RUNS bash benchmarks/ablations_long.sh
 step "10. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 [ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
