@@ -34,23 +34,21 @@ fi
 python benchmarks/curve_teachers.py docs/results/schedule_curve.json \
   docs/results/schedule_curve_supervised.json --labels "MAE (200 ep),supervised" \
   --out docs/results/schedule_curve_teachers
-e5=()  # the 5-epoch ablations with a folder in this checkout
-for dir in "$RUNS"/ablations-e5/*/; do
-  [ -d "$dir" ] && e5+=("$(basename "$dir")")
-done
-if [ ${#e5[@]} -gt 0 ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_e5.sh "${e5[@]}"; then
-  python benchmarks/ablations_report.py --runs "$RUNS/ablations-e5" \
-    --main docs/results/schedule_curve.json --length 5 --out docs/results/ablations_e5 \
-    --rerun "bash benchmarks/ablations_e5.sh"
-fi
-long=()  # the long-recipe ablations with a folder in this checkout
-for dir in "$RUNS"/ablations-long/*/; do
-  [ -d "$dir" ] && long+=("$(basename "$dir")")
-done
-if [ ${#long[@]} -gt 0 ] && RUNS=$RUNS FINISHED_ONLY=1 bash benchmarks/ablations_long.sh "${long[@]}"; then
-  python benchmarks/ablations_report.py --runs "$RUNS/ablations-long" \
-    --main docs/results/schedule_curve.json --length 10 --out docs/results/ablations_long \
-    --rerun "bash benchmarks/ablations_long.sh"
+ablations() {  # ablations KIND EPOCHS: each ablation with a folder under $RUNS/ablations-KIND,
+  # run with benchmarks/ablations_KIND.sh, reported against the curve's point at EPOCHS;
+  # returns 1 when there is nothing to report (no folder, or no finished cell)
+  local kind=$1 epochs=$2 names=() dir
+  for dir in "$RUNS/ablations-$kind"/*/; do
+    [ -d "$dir" ] && names+=("$(basename "$dir")")
+  done
+  [ ${#names[@]} -gt 0 ] || return 1
+  RUNS=$RUNS FINISHED_ONLY=1 bash "benchmarks/ablations_$kind.sh" "${names[@]}" || return 1
+  python benchmarks/ablations_report.py --runs "$RUNS/ablations-$kind" \
+    --main docs/results/schedule_curve.json --length "$epochs" \
+    --out "docs/results/ablations_$kind" --rerun "bash benchmarks/ablations_$kind.sh" || exit 1
+}
+ablations e5 5 || true
+if ablations long 10; then
   RUNS=$RUNS bash benchmarks/locality_long.sh  # where the ablation students attend
 fi
 # last, so that the records include what the reports evaluated (the curves' ensembles)

@@ -21,6 +21,7 @@ for method in scratch finetune copy distill; do
   add "$method 7800" "$RUNS/schedule-curve/e20/$method/seed0"
 done
 for run in "$RUNS"/ablations-long/*/*/seed0; do  # labelled e.g. "heads/heads:1 3900"
+  [ -L "$run" ] && continue  # a cell taken from another run (the table's): listed above
   cell=${run%/seed0}
   sweep=${cell%/*}
   name=${cell##*/}
