@@ -503,3 +503,45 @@ def test_same_recipe_pairs_runs_of_one_config_across_devices(tmp_path):
     assert rows[0]["difference"] == pytest.approx(0.5)
     assert rows[0]["trained_a"] == "processor not recorded, float32"
     assert rows[0]["trained_b"] == "H200, bfloat16"
+
+
+def test_grad_probe_report_reads_the_probes_of_each_weight(tmp_path, teacher_file):
+    """Two tiny distilled runs with run.grad_probe_every: one report row per stretch of
+    training, the distillation gradient scaling with lambda, and the derived cosine in range."""
+    from helpers import TINY_STUDENT, cli
+
+    runs = tmp_path / "runs"
+    for weight in ("0.3", "3"):
+        args = [*TINY_STUDENT, f"teacher.source={teacher_file}", "transfer.mode=distill"]
+        args += [f"transfer.weight={weight}", "run.grad_probe_every=2", "optim.epochs=2"]
+        assert cli("train", *args, f"run.output={runs / f'weight={weight}' / 'seed0'}") == 0
+    bench = _load("grad_probe_report")
+    out = tmp_path / "report" / "grad_probe"
+    assert bench.main(["--runs", str(runs), "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    light, heavy = record["runs"]
+    assert (light["weight"], heavy["weight"]) == (0.3, 3.0)
+    # 2 epochs of 45 steps, warm-up 0.2 epoch: steps 1-9, 10-45, 46-90
+    assert [s["steps"] for s in heavy["stretches"]] == ["1-9", "10-45", "46-90"]
+    assert sum(s["probes"] for s in heavy["stretches"]) == len(heavy["probes"]) == 45
+    first_light, first_heavy = light["probes"][0], heavy["probes"][0]
+    # same seed and batch at step 1: the weighted loss's gradient is 10x as long
+    assert first_heavy["grad_transfer"] == pytest.approx(
+        10 * first_light["grad_transfer"], rel=1e-3
+    )
+    assert first_heavy["grad_task"] == pytest.approx(first_light["grad_task"], rel=1e-3)
+    for p in heavy["probes"]:
+        assert -1 <= p["grad_cos"] <= 1 and -1 <= p["along_task"] <= 1
+    text = out.with_suffix(".md").read_text()
+    assert "| distill, lambda 3 |" in text and out.with_suffix(".png").exists()
+
+
+def test_along_task_is_the_cosine_of_the_summed_gradient():
+    bench = _load("grad_probe_report")
+    import torch
+
+    a, b = torch.randn(50, generator=torch.Generator().manual_seed(0)), torch.randn(50)
+    cos = torch.nn.functional.cosine_similarity
+    want = cos(a + b, a, dim=0).item()
+    got = bench.along_task(a.norm().item(), b.norm().item(), cos(a, b, dim=0).item())
+    assert got == pytest.approx(want, abs=1e-6)

@@ -483,12 +483,17 @@ class Trainer:
             if losses.pop("nonfinite"):
                 continue
             self._update()
-            if d.main and (p.step % cfg.run.log_every == 0 or p.batch_in_epoch == total):
+            probed = any(k.startswith("grad_") for k in losses)
+            if d.main and (p.step % cfg.run.log_every == 0 or p.batch_in_epoch == total or probed):
                 rate = seen / max(time.time() - tick, 1e-9) * d.world
                 lr = max(g["lr"] for g in self.optimizer.param_groups)
                 record = {"epoch": p.epoch, "step": p.step, "lr": lr, "img_per_s": rate, **losses}
                 self._log(record)
-                parts = {k: f"{v:.3f}" for k, v in losses.items() if k not in ("loss", "acc")}
+                parts = {
+                    k: f"{v:.3f}"
+                    for k, v in losses.items()
+                    if k not in ("loss", "acc") and not k.startswith("grad_")
+                }
                 bar.set_postfix(
                     loss=f"{losses['loss']:.3f}",
                     **parts,
@@ -506,6 +511,9 @@ class Trainer:
         sums: dict[str, float] = {"loss": 0.0}
         correct, scored, images_seen = 0.0, 0, 0
         nonfinite = False
+        every = self.cfg.run.grad_probe_every
+        probe = d.main and every is not None and p.step % every == 0
+        probes: dict[str, float] = {}
         for micro in range(accum):
             batch = next(batches)
             p.skipped_images += batch.skipped
@@ -527,6 +535,8 @@ class Trainer:
                 nonfinite = True
                 self._nonfinite(parts)
                 break
+            if micro == 0 and probe:
+                probes = self._probe_gradients(parts)
             self.scaler.scale(loss / accum).backward()
             sums["loss"] += loss.item() / accum
             for name, part in parts.items():
@@ -537,11 +547,40 @@ class Trainer:
                 scored += images.shape[0]
         if nonfinite:
             self.optimizer.zero_grad(set_to_none=True)
-        result: dict[str, Any] = {**sums, "images": images_seen}
+        result: dict[str, Any] = {**sums, **probes, "images": images_seen}
         if scored:
             result["acc"] = round(100 * correct / scored, 2)
         result["nonfinite"] = nonfinite
         return result
+
+    def _probe_gradients(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The gradient of each loss part on the trained weights, apart: ``grad_<part>`` its
+        norm, and ``grad_cos`` the cosine between the first two parts' gradients (for a
+        classification run, the task loss's and the weighted transfer loss's). Taken on the
+        main process's first micro-batch of the step, before the step's own backward;
+        ``torch.autograd.grad`` leaves the ``.grad`` fields and DDP's hooks alone, so training
+        goes on exactly as it would without it."""
+        params = [q for q in self.trained.parameters() if q.requires_grad]
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        grads = {
+            name: torch.autograd.grad(part * scale, params, retain_graph=True, allow_unused=True)
+            for name, part in parts.items()
+            if part.requires_grad
+        }
+
+        def dot(a: tuple, b: tuple) -> float:
+            total = sum(
+                (x.float() * y.float()).sum()
+                for x, y in zip(a, b, strict=True)
+                if x is not None and y is not None
+            )
+            return float(total) / scale**2
+
+        out = {f"grad_{name}": dot(g, g) ** 0.5 for name, g in grads.items()}
+        if len(grads) >= 2:
+            (a, b), norm = list(grads.values())[:2], list(out.values())[:2]
+            out["grad_cos"] = dot(a, b) / (norm[0] * norm[1]) if norm[0] * norm[1] > 0 else 0.0
+        return out
 
     def _nonfinite(self, parts: dict[str, torch.Tensor]) -> None:
         p, cfg = self.progress, self.cfg
