@@ -19,8 +19,10 @@
 # 8. the teacher's model card, with the students of the curve and of the table (seed 0)
 # 9. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled,
 #    copy with the top layers free, lambda (benchmarks/ablations_long.sh)
-# 10. the long Tiny-ImageNet teacher and the table's distribution-shift rows
-# Steps 2, 3, 5, 6, 7 and 10 are `attnxfer reproduce` runs and steps 4 and 9 `attnxfer sweep`
+# 10. the distilled student at lambda 0.3 and 3 again, logging the gradients of its two losses
+#    apart (benchmarks/grad_probe.sh): does the distillation loss hold back the task's?
+# 11. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# Steps 2, 3, 5, 6, 7 and 11 are `attnxfer reproduce` runs and steps 4, 9 and 10 `attnxfer sweep`
 # runs: each finished student is kept.
 # PLAN=1 runs nothing: every step lists what it would do with each of its runs (finished, taken
 # from a kept record, resumed, or to train, with its command: `--plan`), and the teachers to make:
@@ -88,7 +90,9 @@ step "8. the teacher's card, with the curve's students and the table's (seed 0)"
 RUNS=$RUNS bash benchmarks/teacher_card.sh
 step "9. ablations on the long recipe, seed 0"
 RUNS=$RUNS bash benchmarks/ablations_long.sh
-step "10. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
+step "10. the gradients of the task and distillation losses, lambda 0.3 and 3, seed 0"
+RUNS=$RUNS bash benchmarks/grad_probe.sh
+step "11. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 [ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
 if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then

@@ -4,7 +4,8 @@
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
 # the two-teacher comparison, the long-tier table as far as it has come, each 5-epoch and each
 # long-recipe ablation begun in this checkout (and where the long recipe's students attend),
-# and the teacher's card with its students. Trains nothing; evaluates each ensemble once.
+# the gradient probes (benchmarks/grad_probe.sh) and the teacher's card with its students.
+# Trains nothing; evaluates each ensemble once.
 #   bash benchmarks/central_result_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,8 +52,12 @@ ablations e5 5 || true
 if ablations long 10; then
   RUNS=$RUNS bash benchmarks/locality_long.sh  # where the ablation students attend
 fi
+if compgen -G "$RUNS/grad-probe/*/seed*/metrics.jsonl" > /dev/null; then
+  python benchmarks/grad_probe_report.py --runs "$RUNS/grad-probe" > /dev/null
+fi
 # last, so that the records include what the reports evaluated (the curves' ensembles)
-for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5 ablations-long; do
+for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5 ablations-long \
+  grad-probe; do
   [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
 done
 RUNS=$RUNS bash benchmarks/teacher_card.sh  # from the records just kept

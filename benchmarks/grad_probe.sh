@@ -16,6 +16,8 @@ weights=("$@")
 [ ${#weights[@]} -eq 0 ] && weights=(0.3 3)
 grid=$(IFS=,; echo "${weights[*]}")
 EXTRA=${EXTRA:-}
+# records kept by benchmarks/central_result_report.sh: taken, not trained again
+[ -d docs/results/runs ] && EXTRA="$EXTRA --reuse docs/results/runs"
 [ -n "${PLAN:-}" ] && EXTRA="$EXTRA --plan"
 # shellcheck disable=SC2086
 attnxfer sweep -c configs/cifar10/student_cpu_long.yaml --seeds 0 --out "$RUNS/grad-probe" \
