@@ -15,14 +15,17 @@
 # 5. the long-tier table, seed 0 (every row of the main table, 3,900 steps per student), then
 #    the schedule curve at 0.4, 2, 5 and 10 epochs, seed 0 (10 epochs taken from the table)
 # 6. the long-tier table's seeds 1 and 2
-# 7. the schedule curve's longest point, 20 epochs (7,800 steps), seed 0
+# 7. the schedule curve to 20 epochs (7,800 steps), seed 0
 # 8. the teacher's model card, with the students of the curve and of the table (seed 0)
 # 9. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled,
 #    copy with the top layers free, lambda (benchmarks/ablations_long.sh)
 # 10. the distilled student at lambda 0.3 and 3 again, logging the gradients of its two losses
 #    apart (benchmarks/grad_probe.sh): does the distillation loss hold back the task's?
-# 11. the long Tiny-ImageNet teacher and the table's distribution-shift rows
-# Steps 2, 3, 5, 6, 7 and 11 are `attnxfer reproduce` runs and steps 4, 9 and 10 `attnxfer sweep`
+# 11. the schedule curve's 40-epoch point (15,600 steps, about 1.5 h a student), seed 0: does
+#    distillation's share of the gap keep growing with the schedule (-21%, 0%, 29%, 47% at 2, 5,
+#    10 and 20 epochs)?
+# 12. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# Steps 2, 3, 5, 6, 7, 11 and 12 are `attnxfer reproduce` runs and steps 4, 9 and 10 `attnxfer sweep`
 # runs: each finished student is kept.
 # PLAN=1 runs nothing: every step lists what it would do with each of its runs (finished, taken
 # from a kept record, resumed, or to train, with its command: `--plan`), and the teachers to make:
@@ -92,7 +95,10 @@ step "9. ablations on the long recipe, seed 0"
 RUNS=$RUNS bash benchmarks/ablations_long.sh
 step "10. the gradients of the task and distillation losses, lambda 0.3 and 3, seed 0"
 RUNS=$RUNS bash benchmarks/grad_probe.sh
-step "11. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
+step "11. the schedule curve to 40 epochs, seed 0"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20,40 --seeds 0 --out "$CURVE" "${table[@]}" \
+  "${kept[@]}" "${plan[@]}"
+step "12. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 [ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
 if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then
