@@ -544,17 +544,24 @@ def test_gradient_probe_measures_each_loss_apart_and_changes_nothing(tmp_path, t
         trainer.step_model, batch.images, batch.targets, trainer.criterion
     )
     probe = trainer._probe_gradients(parts)
-    params = [q for q in trainer.trained.parameters() if q.requires_grad]
-    assert all(q.grad is None for q in params)  # the probe leaves .grad alone
-    flat = {}
+    named = [(n, q) for n, q in trainer.trained.named_parameters() if q.requires_grad]
+    assert all(q.grad is None for _, q in named)  # the probe leaves .grad alone
+    flat: dict[str, dict[str, torch.Tensor]] = {}
     for name in ("task", "transfer"):
         parts[name].backward(retain_graph=True)
-        flat[name] = torch.cat([q.grad.flatten() for q in params if q.grad is not None])
+        for group, prefix in (("", ""), ("_block0", "blocks.0."), ("_block1", "blocks.1.")):
+            grads = [
+                q.grad.flatten() for n, q in named if n.startswith(prefix) and q.grad is not None
+            ]
+            flat.setdefault(group, {})[name] = torch.cat(grads)
         trainer.optimizer.zero_grad(set_to_none=False)
-    for name in ("task", "transfer"):
-        assert probe[f"grad_{name}"] == pytest.approx(flat[name].norm().item(), rel=1e-4)
-    cos = torch.nn.functional.cosine_similarity(flat["task"], flat["transfer"], dim=0)
-    assert probe["grad_cos"] == pytest.approx(cos.item(), abs=1e-5)
+    for group, g in flat.items():
+        for name in ("task", "transfer"):
+            want = g[name].norm().item()
+            assert probe[f"grad_{name}{group}"] == pytest.approx(want, rel=1e-4)
+        cos = torch.nn.functional.cosine_similarity(g["task"], g["transfer"], dim=0)
+        assert probe[f"grad_cos{group}"] == pytest.approx(cos.item(), abs=1e-5)
+    assert len(probe) == 9  # the whole student and its two blocks, three numbers each
 
     cli("train", *common, "run.grad_probe_every=3", f"run.output={tmp_path / 'probed'}")
     cli("train", *common, f"run.output={tmp_path / 'plain'}")

@@ -555,31 +555,38 @@ class Trainer:
 
     def _probe_gradients(self, parts: dict[str, torch.Tensor]) -> dict[str, float]:
         """The gradient of each loss part on the trained weights, apart: ``grad_<part>`` its
-        norm, and ``grad_cos`` the cosine between the first two parts' gradients (for a
-        classification run, the task loss's and the weighted transfer loss's). Taken on the
-        main process's first micro-batch of the step, before the step's own backward;
+        norm and ``grad_cos`` the cosine between the first two parts' gradients (for a
+        classification run, the task loss's and the weighted transfer loss's); the same for
+        each transformer block's weights alone, suffixed ``_block<i>``. Taken on the main
+        process's first micro-batch of the step, before the step's own backward;
         ``torch.autograd.grad`` leaves the ``.grad`` fields and DDP's hooks alone, so training
         goes on exactly as it would without it."""
-        params = [q for q in self.trained.parameters() if q.requires_grad]
+        named = [(n, q) for n, q in self.trained.named_parameters() if q.requires_grad]
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         grads = {
-            name: torch.autograd.grad(part * scale, params, retain_graph=True, allow_unused=True)
+            name: torch.autograd.grad(
+                part * scale, [q for _, q in named], retain_graph=True, allow_unused=True
+            )
             for name, part in parts.items()
             if part.requires_grad
         }
+        groups: dict[str, list[int]] = {"": list(range(len(named)))}
+        for i, (n, _) in enumerate(named):
+            if n.startswith("blocks."):
+                groups.setdefault(f"_block{n.split('.')[1]}", []).append(i)
 
-        def dot(a: tuple, b: tuple) -> float:
-            total = sum(
-                (x.float() * y.float()).sum()
-                for x, y in zip(a, b, strict=True)
-                if x is not None and y is not None
-            )
-            return float(total) / scale**2
+        def dot(a: tuple, b: tuple, members: list[int]) -> float:
+            pairs = [(a[i], b[i]) for i in members if a[i] is not None and b[i] is not None]
+            return float(sum((x.float() * y.float()).sum() for x, y in pairs)) / scale**2
 
-        out = {f"grad_{name}": dot(g, g) ** 0.5 for name, g in grads.items()}
-        if len(grads) >= 2:
-            (a, b), norm = list(grads.values())[:2], list(out.values())[:2]
-            out["grad_cos"] = dot(a, b) / (norm[0] * norm[1]) if norm[0] * norm[1] > 0 else 0.0
+        out: dict[str, float] = {}
+        for suffix, members in groups.items():
+            norms = [dot(g, g, members) ** 0.5 for g in grads.values()]
+            out.update({f"grad_{n}{suffix}": v for n, v in zip(grads, norms, strict=True)})
+            if len(grads) >= 2:
+                a, b = list(grads.values())[:2]
+                both = norms[0] * norms[1]
+                out[f"grad_cos{suffix}"] = dot(a, b, members) / both if both > 0 else 0.0
         return out
 
     def _nonfinite(self, parts: dict[str, torch.Tensor]) -> None:
