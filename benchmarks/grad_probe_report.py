@@ -6,7 +6,8 @@ gradients on the student's weights (the transfer loss already multiplied by its 
 ``grad_cos`` the cosine between them. From these the report derives how far the sum that the
 optimiser is given still points down the task loss: cos(task + transfer, task). Per run it gives
 means over three stretches of training (the warm-up epoch, the rest of the first half, the second
-half), the final top-1, and one figure of the probes against the step.
+half), the same ratio and cosine for each transformer block's own weights, the final top-1, and
+one figure of the probes against the step.
 
     python benchmarks/grad_probe_report.py [--runs runs/grad-probe] [--out docs/results/grad_probe]
 
@@ -40,19 +41,17 @@ def read_run(run: Path) -> dict[str, Any]:
     for line in (run / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if "grad_cos" in rec:
-            probes.append(
-                {
-                    "step": rec["step"],
-                    "task_loss": rec["task"],
-                    "transfer_loss": rec["transfer"],
-                    "grad_task": rec["grad_task"],
-                    "grad_transfer": rec["grad_transfer"],
-                    "grad_cos": rec["grad_cos"],
-                    "along_task": along_task(
-                        rec["grad_task"], rec["grad_transfer"], rec["grad_cos"]
-                    ),
-                }
+            probe = {
+                "step": rec["step"],
+                "epoch": rec["epoch"],
+                "task_loss": rec["task"],
+                "transfer_loss": rec["transfer"],
+            }
+            probe.update({k: v for k, v in rec.items() if k.startswith("grad_")})
+            probe["along_task"] = along_task(
+                rec["grad_task"], rec["grad_transfer"], rec["grad_cos"]
             )
+            probes.append(probe)
     summary_file = run / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
     return {
@@ -66,28 +65,53 @@ def read_run(run: Path) -> dict[str, Any]:
     }
 
 
-def stretches(total_steps: int, warmup_steps: int) -> list[tuple[str, int, int]]:
-    """(label, first step, last step): the warm-up, the rest of the first half, the second."""
-    half = total_steps // 2
-    return [
-        (f"1-{warmup_steps}", 1, warmup_steps),
-        (f"{warmup_steps + 1}-{half}", warmup_steps + 1, half),
-        (f"{half + 1}-{total_steps}", half + 1, total_steps),
-    ]
+def stretches(epochs: int, warmup_epochs: float) -> list[tuple[str, int, int]]:
+    """(label, first epoch, epoch after the last), counting from 0: the warm-up, the rest of the
+    first half, the second half; a stretch with no epoch of its own is left out."""
+    warm, half = min(math.ceil(warmup_epochs), epochs), max(epochs // 2, 1)
+    bounds = [(0, warm), (warm, half), (max(half, warm), epochs)]
+
+    def label(lo: int, hi: int) -> str:
+        return f"epoch {hi}" if hi == lo + 1 else f"epochs {lo + 1}-{hi}"
+
+    return [(label(lo, hi), lo, hi) for lo, hi in bounds if hi > lo]
+
+
+def blocks(run: dict[str, Any]) -> list[str]:
+    """The block suffixes its probes hold (``_block0``, ...), in block order."""
+    found = {k[len("grad_cos") :] for k in run["probes"][0] if k.startswith("grad_cos_block")}
+    return sorted(found, key=lambda b: int(b[len("_block") :]))
+
+
+def _ratio(p: dict[str, Any], suffix: str) -> float:
+    task = p[f"grad_task{suffix}"]
+    return p[f"grad_transfer{suffix}"] / task if task > 0 else math.inf
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def summarise_run(run: dict[str, Any], spans: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """Means over each stretch: of the whole student's numbers, and per block of the norm ratio
+    (transfer / task) and the cosine."""
     out = []
     for label, lo, hi in spans:
-        inside = [p for p in run["probes"] if lo <= p["step"] <= hi]
+        inside = [p for p in run["probes"] if lo <= p["epoch"] < hi]
         if not inside:
             continue
-        mean = {
-            k: sum(p[k] for p in inside) / len(inside)
-            for k in ("grad_task", "grad_transfer", "grad_cos", "along_task")
+        row: dict[str, Any] = {"epochs": label, "probes": len(inside)}
+        for k in ("grad_task", "grad_transfer", "grad_cos", "along_task"):
+            row[k] = _mean([p[k] for p in inside])
+        row["ratio"] = _mean([_ratio(p, "") for p in inside])
+        row["blocks"] = {
+            b[1:]: {
+                "ratio": _mean([_ratio(p, b) for p in inside]),
+                "cos": _mean([p[f"grad_cos{b}"] for p in inside]),
+            }
+            for b in blocks(run)
         }
-        ratio = sum(p["grad_transfer"] / p["grad_task"] for p in inside) / len(inside)
-        out.append({"steps": label, "probes": len(inside), **mean, "ratio": ratio})
+        out.append(row)
     return out
 
 
@@ -101,17 +125,15 @@ def build(runs_dir: Path) -> dict[str, Any]:
         )
     runs.sort(key=lambda r: (r["mode"], r["weight"] or 0.0))
     cfg = load_config([Path(runs[0]["run"]) / "config.yaml"])
-    per_epoch = runs[0]["summary"]["steps"] // cfg.optim.epochs if runs[0]["summary"] else None
-    total = max(r["steps"] or r["probes"][-1]["step"] for r in runs)
-    warmup = round(cfg.optim.warmup_epochs * per_epoch) if per_epoch else total // 10
-    spans = stretches(total, warmup)
+    spans = stretches(cfg.optim.epochs, cfg.optim.warmup_epochs)
     for r in runs:
         r["stretches"] = summarise_run(r, spans)
-    summaries = [r.pop("summary") for r in runs]
+    summaries = [s for s in (r.pop("summary") for r in runs) if s]
     return {
         "runs": runs,
         "every": cfg.run.grad_probe_every,
-        "trained_on": trained_on([s for s in summaries if s]),
+        "stretches": [label for label, _, _ in spans],
+        **({"trained_on": trained_on(summaries)} if summaries else {}),
         "hardware": hardware(),
     }
 
@@ -120,12 +142,21 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['mode']}, lambda {r['weight']:g}" if r["weight"] is not None else r["mode"]
 
 
+def _block_cell(run: dict[str, Any], label: str, block: str) -> str:
+    """``ratio / cosine`` of one block over one stretch; blank where the run has not got there."""
+    for s in run["stretches"]:
+        if s["epochs"] == label:
+            b = s["blocks"][block]
+            return f"{b['ratio']:.2f} / {b['cos']:+.3f}"
+    return ""
+
+
 def markdown(r: dict[str, Any]) -> str:
     rows = [
         [
             _label(run),
             "" if run["top1"] is None else f"{run['top1']:.2f}",
-            s["steps"],
+            s["epochs"],
             f"{s['grad_task']:.3f}",
             f"{s['grad_transfer']:.3f}",
             f"{s['ratio']:.2f}",
@@ -151,7 +182,7 @@ def markdown(r: dict[str, Any]) -> str:
             [
                 "student",
                 "top-1",
-                "steps",
+                "training",
                 "task grad",
                 "transfer grad",
                 "ratio",
@@ -159,6 +190,18 @@ def markdown(r: dict[str, Any]) -> str:
                 "cos(sum, task)",
             ],
             rows,
+        ),
+        "",
+        "Per transformer block (its own weights only): the norm ratio transfer / task and the "
+        "cosine between the two gradients, as ratio / cosine, means over each stretch.",
+        "",
+        *table(
+            ["student", "block", *r["stretches"]],
+            [
+                [_label(run), block, *(_block_cell(run, label, block) for label in r["stretches"])]
+                for run in r["runs"]
+                for block in run["stretches"][0]["blocks"]
+            ],
         ),
         "",
         *([f"Not finished yet: {', '.join(unfinished)}", ""] if unfinished else []),
@@ -170,29 +213,44 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
+    """Top row: the whole student's probes against the step, a line per run. Bottom row, per
+    run: each block's norm ratio and cosine, a line per block."""
     panels = [
         ("grad_task", "task gradient norm", True),
         ("grad_transfer", "distillation gradient norm", True),
         ("grad_cos", "cos(task, distillation)", False),
         ("along_task", "cos(sum, task)", False),
     ]
-    with figure(path, 1, len(panels), figsize=(14, 3.4)) as (_, axes):
-        for ax, (key, title, log) in zip(axes, panels, strict=True):
-            for i, run in enumerate(r["runs"]):
-                ax.plot(
-                    [p["step"] for p in run["probes"]],
-                    [p[key] for p in run["probes"]],
-                    color=f"C{i}",
-                    lw=1,
-                    label=_label(run),
-                )
+    runs = r["runs"]
+    cols = max(len(panels), 2 * len(runs))
+    with figure(path, 2, cols, figsize=(3.5 * cols, 6.8), squeeze=False) as (_, axes):
+        for ax, (key, title, log) in zip(axes[0], panels, strict=False):
+            for i, run in enumerate(runs):
+                steps = [p["step"] for p in run["probes"]]
+                values = [p[key] for p in run["probes"]]
+                ax.plot(steps, values, color=f"C{i}", lw=1, label=_label(run))
             if log:
                 ax.set_yscale("log")
             else:
                 ax.axhline(0, color="black", lw=0.8)
-            ax.set_xlabel("optimiser step")
             ax.set_title(title, fontsize=10)
-        axes[0].legend(fontsize=8)
+        axes[0][0].legend(fontsize=8)
+        for i, run in enumerate(runs):
+            ratio_ax, cos_ax = axes[1][2 * i], axes[1][2 * i + 1]
+            steps = [p["step"] for p in run["probes"]]
+            for j, b in enumerate(blocks(run)):
+                ratios = [_ratio(p, b) for p in run["probes"]]
+                ratio_ax.plot(steps, ratios, color=f"C{j}", lw=1, label=b[1:])
+                cos_ax.plot(steps, [p[f"grad_cos{b}"] for p in run["probes"]], color=f"C{j}", lw=1)
+            ratio_ax.set_yscale("log")
+            ratio_ax.set_title(f"{_label(run)}: transfer / task norm", fontsize=10)
+            cos_ax.axhline(0, color="black", lw=0.8)
+            cos_ax.set_title(f"{_label(run)}: cosine", fontsize=10)
+            ratio_ax.legend(fontsize=7)
+        for ax in [*axes[1][2 * len(runs) :], *axes[0][len(panels) :]]:
+            ax.axis("off")
+        for ax in axes.flat:
+            ax.set_xlabel("optimiser step")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -521,8 +521,9 @@ def test_grad_probe_report_reads_the_probes_of_each_weight(tmp_path, teacher_fil
     record = json.loads(out.with_suffix(".json").read_text())
     light, heavy = record["runs"]
     assert (light["weight"], heavy["weight"]) == (0.3, 3.0)
-    # 2 epochs of 45 steps, warm-up 0.2 epoch: steps 1-9, 10-45, 46-90
-    assert [s["steps"] for s in heavy["stretches"]] == ["1-9", "10-45", "46-90"]
+    # 2 epochs of 45 steps, warm-up 0.2 epoch: the first epoch holds the warm-up, and the first
+    # half has nothing after it
+    assert [s["epochs"] for s in heavy["stretches"]] == ["epoch 1", "epoch 2"]
     assert sum(s["probes"] for s in heavy["stretches"]) == len(heavy["probes"]) == 45
     first_light, first_heavy = light["probes"][0], heavy["probes"][0]
     # same seed and batch at step 1: the weighted loss's gradient is 10x as long
@@ -532,8 +533,12 @@ def test_grad_probe_report_reads_the_probes_of_each_weight(tmp_path, teacher_fil
     assert first_heavy["grad_task"] == pytest.approx(first_light["grad_task"], rel=1e-3)
     for p in heavy["probes"]:
         assert -1 <= p["grad_cos"] <= 1 and -1 <= p["along_task"] <= 1
+    assert list(heavy["stretches"][0]["blocks"]) == ["block0", "block1"]
+    for s in heavy["stretches"]:
+        assert all(-1 <= b["cos"] <= 1 and b["ratio"] > 0 for b in s["blocks"].values())
     text = out.with_suffix(".md").read_text()
-    assert "| distill, lambda 3 |" in text and out.with_suffix(".png").exists()
+    assert "| distill, lambda 3 |" in text and "| distill, lambda 3 | block1 |" in text
+    assert out.with_suffix(".png").exists()
 
 
 def test_along_task_is_the_cosine_of_the_summed_gradient():
@@ -545,3 +550,14 @@ def test_along_task_is_the_cosine_of_the_summed_gradient():
     want = cos(a + b, a, dim=0).item()
     got = bench.along_task(a.norm().item(), b.norm().item(), cos(a, b, dim=0).item())
     assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_grad_probe_stretches_follow_the_schedule():
+    bench = _load("grad_probe_report")
+    labels = [s[0] for s in bench.stretches(10, 1.0)]
+    assert labels == ["epoch 1", "epochs 2-5", "epochs 6-10"]
+    assert bench.stretches(40, 4.0) == [
+        ("epochs 1-4", 0, 4),
+        ("epochs 5-20", 4, 20),
+        ("epochs 21-40", 20, 40),
+    ]
