@@ -101,7 +101,7 @@ def summarise_run(run: dict[str, Any], spans: list[tuple[str, int, int]]) -> lis
         if not inside:
             continue
         row: dict[str, Any] = {"epochs": label, "probes": len(inside)}
-        for k in ("grad_task", "grad_transfer", "grad_cos", "along_task"):
+        for k in ("task_loss", "grad_task", "grad_transfer", "grad_cos", "along_task"):
             row[k] = _mean([p[k] for p in inside])
         row["ratio"] = _mean([_ratio(p, "") for p in inside])
         row["blocks"] = {
@@ -157,6 +157,7 @@ def markdown(r: dict[str, Any]) -> str:
             _label(run),
             "" if run["top1"] is None else f"{run['top1']:.2f}",
             s["epochs"],
+            f"{s['task_loss']:.3f}",
             f"{s['grad_task']:.3f}",
             f"{s['grad_transfer']:.3f}",
             f"{s['ratio']:.2f}",
@@ -172,7 +173,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Every {r['every']} steps, on one training batch, the norm of the gradient of the task "
         "loss (cross-entropy) and of the weighted distillation loss on the student's weights, "
-        "and the cosine between the two; means over each stretch of training. ratio: "
+        "and the cosine between the two; means over each stretch of training (task loss: the "
+        "training cross-entropy on the probed batches). ratio: "
         "transfer / task norm. cos(sum, task): the cosine between the summed gradient that the "
         "optimiser is given and the task gradient alone (1: the step follows the task; 0: it "
         "does not descend the task loss at all). AdamW rescales each weight's step, so a norm "
@@ -183,6 +185,7 @@ def markdown(r: dict[str, Any]) -> str:
                 "student",
                 "top-1",
                 "training",
+                "task loss",
                 "task grad",
                 "transfer grad",
                 "ratio",
