@@ -184,6 +184,7 @@ def test_two_gloo_processes_equal_one_process_with_same_global_batch(tmp_path, t
             "train",
             *common,
             "data.batch_size=16",
+            "run.grad_probe_every=5",  # rank 0 alone probes: no collective may wait on it
             f"run.output={multi}",
         ],
         env=ENV,
@@ -194,6 +195,8 @@ def test_two_gloo_processes_equal_one_process_with_same_global_batch(tmp_path, t
     a, b = _final_weights(single), _final_weights(multi)
     worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item() for k in a)
     assert worst < 1e-5, worst
+    probed = [json.loads(x) for x in (multi / "metrics.jsonl").read_text().splitlines()]
+    assert sum("grad_cos" in x for x in probed) == 9  # steps 1, 6, ..., 41 of 45
     s = json.loads((single / "summary.json").read_text())
     m = json.loads((multi / "summary.json").read_text())
     assert s["steps"] == m["steps"] and m["val_count"] == s["val_count"] == 355
