@@ -3,7 +3,8 @@
 # distilled student (3,900 steps, the 200-epoch MAE teacher, seed 0) at lambda 3 (the paper's) and
 # lambda 0.3 (the lighter pull that ended 2.1 points higher), trained again with
 # run.grad_probe_every=50: every 50 steps the run logs the norm of the task loss's gradient, of the
-# weighted distillation loss's, and their cosine, measured apart on one batch. The probe does not
+# weighted distillation loss's, and their cosine, measured apart on one batch, for the whole
+# student and for each block. The probe does not
 # change training (tests/test_engine.py), so each run ends where the ablation's cell did. About
 # 24 minutes a run on 2 Zen 4 cores; restart it and finished runs are skipped.
 #   bash benchmarks/grad_probe.sh [weight ...]        # default: 0.3 3

@@ -335,7 +335,8 @@ class RunConfig(Section):
     max_skipped_steps: int = setting(10, at_least(0))
     log_every: int = setting(10, at_least(1))  # steps
     # every N steps, log the norm of each loss part's gradient and the cosine between the
-    # task's and the transfer's (two extra backward passes on those steps; off when None)
+    # task's and the transfer's, for the whole model and per block (two extra backward passes
+    # on those steps; off when None)
     grad_probe_every: int | None = setting(None, at_least(1))
 
 
