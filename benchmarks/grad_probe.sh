@@ -4,9 +4,9 @@
 # lambda 0.3 (the lighter pull that ended 2.1 points higher), trained again with
 # run.grad_probe_every=50: every 50 steps the run logs the norm of the task loss's gradient, of the
 # weighted distillation loss's, and their cosine, measured apart on one batch, for the whole
-# student and for each block. The probe does not
-# change training (tests/test_engine.py), so each run ends where the ablation's cell did. About
-# 24 minutes a run on 2 Zen 4 cores; restart it and finished runs are skipped.
+# student and for each block. The probe does not change training (tests/test_engine.py), so each
+# run ends where the ablation's cell did (it does: 69.69 and 67.59). About 25 minutes a run on
+# 2 Zen 4 cores; restart it and finished runs are skipped.
 #   bash benchmarks/grad_probe.sh [weight ...]        # default: 0.3 3
 #   PLAN=1 bash benchmarks/grad_probe.sh              # what each run would do
 #   python benchmarks/grad_probe_report.py            # docs/results/grad_probe.{md,json,png}
