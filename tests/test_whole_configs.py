@@ -93,6 +93,7 @@ VALUES: dict[str, list] = {
     "run.nonfinite": ["stop", "skip", "ignore"],
     "run.max_skipped_steps": [10, 0, -1],
     "run.log_every": [10, 1, 0],
+    "run.grad_probe_every": [None, 1, 0],
     "pretrain.method": ["mae", "supervised", "simclr"],
     "pretrain.mask_ratio": [0.75, 0.5, 0, 1.0],
     "pretrain.norm_pix_loss": [True, False, "yes"],
