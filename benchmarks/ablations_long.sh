@@ -9,8 +9,11 @@
 #       # layers free); features costs nothing (both rows are the long table's)
 #   FINISHED_ONLY=1 bash benchmarks/ablations_long.sh  # train nothing: the cells finished so far
 #   PLAN=1 bash benchmarks/ablations_long.sh           # what each cell would do
+#   SEEDS=0,1,2 bash benchmarks/ablations_long.sh what_distill  # more seeds (default: 0); the
+#       # distilled baseline's seeds 1 and 2 are the long table's
 # then: python benchmarks/ablations_report.py --runs runs/ablations-long \
 #         --main docs/results/schedule_curve.json --length 10 --out docs/results/ablations_long
+#   (with more seeds, --main docs/results/reproduce_cpu_long.json: the long table's 3 seeds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
@@ -18,5 +21,5 @@ names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(layers heads what_distill copy_layers lambda)
 RECIPE=configs/cifar10/student_cpu_long.yaml \
   TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
-  TABLE="$RUNS/reproduce-cpu-long" OUT="$RUNS/ablations-long" SEEDS=0 REUSE=docs/results/runs \
+  TABLE="$RUNS/reproduce-cpu-long" OUT="$RUNS/ablations-long" SEEDS="${SEEDS:-0}" REUSE=docs/results/runs \
   bash benchmarks/ablations.sh "${names[@]}"

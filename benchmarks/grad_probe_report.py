@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,6 @@ def _ratio(p: dict[str, Any], suffix: str) -> float:
     return p[f"grad_transfer{suffix}"] / task if task > 0 else math.inf
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def summarise_run(run: dict[str, Any], spans: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
     """Means over each stretch: of the whole student's numbers, and per block of the norm ratio
     (transfer / task) and the cosine."""
@@ -102,12 +99,12 @@ def summarise_run(run: dict[str, Any], spans: list[tuple[str, int, int]]) -> lis
             continue
         row: dict[str, Any] = {"epochs": label, "probes": len(inside)}
         for k in ("task_loss", "grad_task", "grad_transfer", "grad_cos", "along_task"):
-            row[k] = _mean([p[k] for p in inside])
-        row["ratio"] = _mean([_ratio(p, "") for p in inside])
+            row[k] = statistics.fmean([p[k] for p in inside])
+        row["ratio"] = statistics.fmean([_ratio(p, "") for p in inside])
         row["blocks"] = {
             b[1:]: {
-                "ratio": _mean([_ratio(p, b) for p in inside]),
-                "cos": _mean([p[f"grad_cos{b}"] for p in inside]),
+                "ratio": statistics.fmean([_ratio(p, b) for p in inside]),
+                "cos": statistics.fmean([p[f"grad_cos{b}"] for p in inside]),
             }
             for b in blocks(run)
         }
