@@ -5,8 +5,9 @@
 # SEEDS, OUT (the folder instead of runs/ablations) and TABLE (the main table's runs to reuse)
 # may be set in the environment, and EXTRA: overrides added to every cell (e.g. a training length),
 # REUSE: more folders of finished runs to take cells from (space-separated), and FINISHED_ONLY=1:
-# train nothing, tabulate the cells finished so far (`attnxfer sweep --finished-only`), and PLAN=1:
-# run nothing, list what each cell would do (`attnxfer sweep --plan`).
+# train nothing, tabulate the cells finished so far (`attnxfer sweep --finished-only`), PLAN=1:
+# run nothing, list what each cell would do (`attnxfer sweep --plan`), and JOBS=N: train N cells
+# at a time, each on its share of the cores (`attnxfer sweep --jobs N`).
 #   bash benchmarks/ablations.sh [name ...]      # default: all of them, in this order
 #   RECIPE=configs/cifar10/student_cpu_long.yaml TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
 #     TABLE=runs/reproduce-cpu-long OUT=runs/ablations-long SEEDS=0 bash benchmarks/ablations.sh layers
@@ -60,6 +61,6 @@ names=("$@")
 for name in "${names[@]}"; do
   [ -n "${SWEEPS[$name]:-}" ] || { echo "unknown ablation $name: ${ORDER[*]}" >&2; exit 2; }
   # shellcheck disable=SC2086
-  attnxfer sweep -c "$RECIPE" --seeds "$SEEDS" --out "$OUT/$name" \
+  attnxfer sweep -c "$RECIPE" --seeds "$SEEDS" --out "$OUT/$name" --jobs "${JOBS:-1}" \
     --title "${TITLES[$name]}" "${reuse[@]}" ${SWEEPS[$name]} "teacher.source=$TEACHER" $EXTRA
 done

@@ -3,6 +3,7 @@
 # step is restartable and skipped once done, so run it again (each session) until it prints
 # "all done":
 #   nohup bash benchmarks/central_result.sh >> runs/central_result.log 2>&1 &
+#   JOBS=2 nohup bash benchmarks/central_result.sh ...   # two students at a time
 # 1. the long CIFAR-10 MAE teacher (configs/cifar10/mae_teacher_long.yaml, 200 epochs), then
 #    its copy in teachers/cifar10-mae-d128-l4-e200/
 # 2. the schedule curve's shorter lengths, 0.4, 2 and 5 epochs, seed 0 (the first evidence)
@@ -52,8 +53,10 @@ kept=()
 for k in "$KEPT" docs/results/gpu/runs; do
   if [ -d "$k" ]; then kept+=(--reuse "$k"); fi
 done
-plan=()
-[ -n "${PLAN:-}" ] && plan=(--plan)  # benchmarks/ablations.sh reads PLAN itself
+# JOBS=2: two students at a time, each on its share of the cores (`--jobs`; on 2 cores, faster
+# than one at a time: benchmarks/parallel_runs.py); benchmarks/ablations.sh reads JOBS and PLAN
+opts=(--jobs "${JOBS:-1}")
+[ -n "${PLAN:-}" ] && opts+=(--plan)
 
 teacher() {  # teacher CONFIG RUN FOLDER: pre-train (or resume) once, then copy RUN/teacher
   local config=$1 run=$2 folder=$3
@@ -75,23 +78,23 @@ step() { echo "== $(date -u +%H:%M) $*"; }
 step "1. CIFAR-10 MAE teacher, 200 epochs"
 teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
 step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}" "${plan[@]}"
+attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}" "${opts[@]}"
 step "3. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
-  --out "$CURVE-supervised" "${kept[@]}" "${plan[@]}"
+  --out "$CURVE-supervised" "${kept[@]}" "${opts[@]}"
 step "4. which layers are distilled, and the weight lambda, at 1,950 steps, seed 0"
 RUNS=$RUNS bash benchmarks/ablations_e5.sh layers lambda
 step "5. long-tier table, seed 0, and the schedule curve to 10 epochs"
-attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}" "${plan[@]}"
+attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}" "${opts[@]}"
 table=()  # the 10-epoch point is the table's seed 0 (under PLAN=1 the table may not exist yet)
 [ -d "$TABLE" ] && table=(--reuse "$TABLE")
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" "${table[@]}" \
-  "${kept[@]}" "${plan[@]}"
+  "${kept[@]}" "${opts[@]}"
 step "6. long-tier table, seeds 0-2"
-attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}" "${plan[@]}"
+attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}" "${opts[@]}"
 step "7. the schedule curve to 20 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20 --seeds 0 --out "$CURVE" "${table[@]}" \
-  "${kept[@]}" "${plan[@]}"
+  "${kept[@]}" "${opts[@]}"
 step "8. the teacher's card, with the curve's students and the table's (seed 0)"
 RUNS=$RUNS bash benchmarks/teacher_card.sh
 step "9. ablations on the long recipe, seed 0"
@@ -100,16 +103,16 @@ step "10. the gradients of the task and distillation losses, lambda 0.3 and 3, s
 RUNS=$RUNS bash benchmarks/grad_probe.sh
 step "11. the schedule curve to 40 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20,40 --seeds 0 --out "$CURVE" "${table[@]}" \
-  "${kept[@]}" "${plan[@]}"
+  "${kept[@]}" "${opts[@]}"
 step "12. the supervised teacher's curve to 10 epochs, seed 0"
 attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --teacher "$SUPERVISED" \
-  --out "$CURVE-supervised" "${kept[@]}" "${plan[@]}"
+  --out "$CURVE-supervised" "${kept[@]}" "${opts[@]}"
 step "13. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 [ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
 if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then
   echo "the shift rows: planned once the Tiny-ImageNet teacher exists"
 else
-  attnxfer reproduce --tier cpu-long --shift --out "$TABLE" "${kept[@]}" "${plan[@]}"
+  attnxfer reproduce --tier cpu-long --shift --out "$TABLE" "${kept[@]}" "${opts[@]}"
 fi
 step "all done"

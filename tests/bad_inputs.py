@@ -531,6 +531,11 @@ CASES: list[Case] = [
         "no such folder",
     ),
     Case(
+        "sweep training no runs at a time",
+        lambda t: ["sweep", "--grid", "transfer.mode=scratch", "--jobs", "0", "--out", str(t)],
+        "give how many runs to train at once",
+    ),
+    Case(
         "reproduce with a missing teacher",
         lambda t: ["reproduce", "--out", str(t / "r"), "--teacher", str(t / "none.pt")],
         "does not exist",

@@ -561,3 +561,41 @@ def test_grad_probe_stretches_follow_the_schedule():
         ("epochs 5-20", 4, 20),
         ("epochs 21-40", 20, 40),
     ]
+
+
+def test_parallel_runs_script_times_both_settings_and_writes_its_report(tmp_path, teacher_file):
+    """benchmarks/parallel_runs.py on a tiny recipe: one sweep per setting and round, every cell
+    finished each time, the speed-up taken against the first setting."""
+    import subprocess
+    import sys
+
+    from helpers import ENV, TINY_STUDENT
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(_yaml_of(["data.name=digits", *TINY_STUDENT]))
+    out = tmp_path / "parallel"
+    env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "parallel_runs.py"),
+            "--config",
+            str(recipe),
+            "--teacher",
+            str(teacher_file),
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+            "data.train_subset=64",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [r["jobs"] for r in report["rows"]] == [1, 2]
+    assert report["rows"][0]["speedup"]["median"] == 1.0
+    assert all(r["steps_per_second"] > 0 and len(r["seconds"]) == 1 for r in report["rows"])
+    assert "| 2 |" in out.with_suffix(".md").read_text()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,15 +14,17 @@ from helpers import TINY_STUDENT, cli
 
 from attnxfer.config import dump_config, load_config
 from attnxfer.errors import AttnxferError
-from attnxfer.report import device_name, mean_std, trained_on, trained_on_text
+from attnxfer.report import cpu_name, device_name, mean_std, trained_on, trained_on_text
 from attnxfer.sweep import (
     Cell,
     finished_cell,
     grid_cells,
+    job_env,
     keep_records,
     parse_grid,
     plan,
     run_cell,
+    run_cells,
     run_identity,
 )
 
@@ -80,13 +85,14 @@ def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file)
         "data.train_subset=256",
         *TINY_STUDENT[1:],
     ]
-    assert cli(*args) == 0
+    assert cli(*args, "--jobs", "2") == 0  # two cells at a time
     result = json.loads((out / "results.json").read_text())
     assert [r["transfer.mode"] for r in result["rows"]] == ["scratch", "distill"]
     assert all(len(r["runs"]) == 2 for r in result["rows"])
     assert (out / "results.png").stat().st_size > 0
     md = (out / "results.md").read_text()
-    assert "| distill |" in md and f"Trained on: {device_name('cpu')}, " in md
+    threads = os.environ.get("OMP_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // 2)
+    assert "| distill |" in md and f"Trained on: {cpu_name()}, {threads} threads, " in md
     assert ": 4 runs," in md and "Report written on: " in md
     assert result["command"].startswith("attnxfer sweep --grid transfer.mode=scratch,distill")
     summaries = sorted(out.rglob("summary.json"))
@@ -215,6 +221,57 @@ def test_a_failing_cell_names_its_log_and_a_bad_cell_runs_nothing(tmp_path):
     with pytest.raises(AttnxferError, match=r"cell broken failed \(exit 2\).*broken\.log"):
         run_cell(cell, tmp_path)  # no student.arch and no teacher: refused by train
     assert "set student.arch" in (tmp_path / "broken.log").read_text()
+
+
+def test_job_env_shares_out_the_cores_and_the_gpus(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert job_env(0, 1, gpus=4) == dict(os.environ)  # one at a time: the environment as it is
+    env = job_env(1, 2, gpus=0)
+    assert env["OMP_NUM_THREADS"] == str(max(1, cores // 2)) and "CUDA_VISIBLE_DEVICES" not in env
+    assert job_env(0, 4 * cores, gpus=0)["OMP_NUM_THREADS"] == "1"
+    assert [job_env(s, 3, gpus=2)["CUDA_VISIBLE_DEVICES"] for s in range(3)] == ["0", "1", "0"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's choice stands
+    assert job_env(1, 2, gpus=2) == {**os.environ, "CUDA_VISIBLE_DEVICES": "5"}
+
+
+def test_run_cells_keeps_jobs_runs_going_in_the_cells_order(tmp_path, monkeypatch):
+    import attnxfer.sweep as S
+
+    lock, running, most, started = threading.Lock(), [0], [0], []
+
+    def fake_run_cell(cell, root, reuse, env, processes):
+        with lock:
+            started.append(cell.name)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return {"val_top1": float(cell.name[1:]), "threads": env["OMP_NUM_THREADS"]}
+
+    monkeypatch.setattr(S, "run_cell", fake_run_cell)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cells = [Cell(f"c{i}") for i in range(7)]
+    done = run_cells(cells, tmp_path, jobs=3)
+    assert list(done) == [c.name for c in cells] and done["c4"]["val_top1"] == 4.0
+    assert most[0] == 3 and started[:3] == ["c0", "c1", "c2"]
+    with pytest.raises(AttnxferError, match="--jobs 0: give 1 or more"):
+        run_cells(cells, tmp_path, jobs=0)
+
+
+def test_a_failing_run_stops_the_runs_beside_it(tmp_path):
+    """The first failure is raised at once: the other running cell is stopped (it would resume
+    from its checkpoints), not waited for, and no cell after them starts."""
+    long = Cell("long", overrides=[*TINY_STUDENT, "transfer.mode=scratch", "optim.epochs=2000"])
+    broken = Cell("broken", overrides=["transfer.mode=scratch", "data.batch_size=64"])
+    later = Cell("later", overrides=[*TINY_STUDENT, "transfer.mode=scratch"])
+    with pytest.raises(AttnxferError, match=r"cell broken failed \(exit 2\)"):
+        run_cells([long, broken, later], tmp_path, jobs=2)
+    assert not (tmp_path / "long" / "summary.json").exists()
+    assert not (tmp_path / "later").exists() and not (tmp_path / "later.log").exists()
 
 
 def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):

@@ -78,8 +78,15 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _reuse_argument(parser: argparse.ArgumentParser) -> None:
-    """``--reuse DIR`` (sweep, reproduce): finished runs that identical cells take."""
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise AttnxferError(f"--jobs {text}: give how many runs to train at once, 1 or more")
+    return int(text)
+
+
+def _runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sweep's and reproduce's: ``--reuse DIR`` (finished runs that identical cells take),
+    ``--plan`` and ``--jobs N``."""
     parser.add_argument(
         "--reuse",
         action="append",
@@ -95,6 +102,14 @@ def _reuse_argument(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train and write nothing: list each run and what this command would do with it "
         "(finished, taken from --reuse, resumed, trained, with its command)",
+    )
+    parser.add_argument(
+        "--jobs",
+        default="1",
+        metavar="N",
+        help="train N runs at a time, each in its own process with 1/N of the CPU cores (or, "
+        "with several GPUs, one GPU each); on a 2-core CPU, --jobs 2 trains small students "
+        "faster than one at a time (benchmarks/parallel_runs.py). Default 1",
     )
 
 
@@ -379,7 +394,7 @@ def add_sweep(sub: Subparsers) -> None:
         action="store_true",
         help="train nothing; write the table of the cells finished so far",
     )
-    _reuse_argument(parser)
+    _runner_arguments(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
 
 
@@ -402,6 +417,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         command=args.command_line,
         reuse=[Path(d).expanduser() for d in args.reuse],
         finished_only=args.finished_only,
+        jobs=_jobs(args.jobs),
     )
     print((Path(args.out) / "results.md").read_text())
     return 0 if result["rows"] else 1
@@ -440,7 +456,7 @@ def add_reproduce(sub: Subparsers) -> None:
         help="train nothing; tabulate the table (or draw the --curve) from the runs finished "
         "so far",
     )
-    _reuse_argument(parser)
+    _runner_arguments(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
 
 
@@ -471,6 +487,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
             reuse=[Path(r) for r in args.reuse],
             finished_only=args.finished_only,
             command=args.command_line,
+            jobs=_jobs(args.jobs),
         )
         print((Path(args.out) / "schedule_curve.md").read_text())
         return 0
@@ -486,6 +503,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         reuse=[Path(r) for r in args.reuse],
         finished_only=args.finished_only,
         command=args.command_line,
+        jobs=_jobs(args.jobs),
     )
     print((Path(args.out) / "results.md").read_text())
     return 0

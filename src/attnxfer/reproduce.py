@@ -42,7 +42,7 @@ from .report import (
     trained_on,
     write_results,
 )
-from .sweep import Cell, finished_cell, finished_runs, identical_run, run_cell
+from .sweep import Cell, finished_cell, finished_runs, identical_run, run_cells
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +190,16 @@ def planned_cells(
     return cells
 
 
-def _summary(
-    cell: Cell, out: Path, found: dict[str, Path], finished_only: bool, what: str
-) -> dict[str, Any] | None:
-    """The summary of one cell of a table or curve: trained (or taken) by
-    :func:`attnxfer.sweep.run_cell`, or with ``finished_only`` only if it has finished (None
-    if not)."""
-    if finished_only:
-        return finished_cell(cell, out, found)
-    log.info("%s (%s)", what, cell.name)
-    return run_cell(cell, out, found)
+def _summaries(
+    cells: list[Cell], out: Path, found: dict[str, Path], finished_only: bool, jobs: int, what: str
+) -> dict[str, dict[str, Any]]:
+    """The summaries of a table's or curve's cells by name: each trained (or taken) by
+    :func:`attnxfer.sweep.run_cells`, ``jobs`` at a time, or with ``finished_only`` only those
+    that have finished."""
+    if not finished_only:
+        return run_cells(cells, out, found, jobs, what)
+    done = {cell.name: finished_cell(cell, out, found) for cell in cells}
+    return {name: summary for name, summary in done.items() if summary is not None}
 
 
 def reproduce(
@@ -214,6 +214,7 @@ def reproduce(
     reuse: list[Path] = (),
     finished_only: bool = False,
     command: str = "",
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train (or take) every cell of the table, then write ``results.{json,md,png}``. A cell
     identical to a finished run under a ``reuse`` folder is taken, not trained again (e.g. the
@@ -237,8 +238,9 @@ def reproduce(
     results: dict[tuple[str, str], dict[int, float]] = {}
     runs: dict[tuple[str, str, int], Path] = {}
     summaries = []
-    for i, cell in enumerate(cells, 1):
-        summary = _summary(cell, out, found, finished_only, f"reproduce: run {i}/{len(cells)}")
+    done = _summaries(cells, out, found, finished_only, jobs, "reproduce: run")
+    for cell in cells:
+        summary = done.get(cell.name)
         if summary is None:
             continue
         summaries.append(summary)
@@ -467,6 +469,7 @@ def schedule_curve(
     reuse: list[Path] = (),
     finished_only: bool = False,
     command: str = "",
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Top-1 of :data:`CURVE_METHODS` and the gap copy and distillation recover, at each training
     length of ``lengths`` (see :func:`length_overrides`), over ``seeds``; restartable like the
@@ -489,13 +492,14 @@ def schedule_curve(
         found = _train_weightless_members(cells, out, found)
     start = time.time()
     points, summaries = [], []
+    done = _summaries(cells, out, found, finished_only, jobs, "curve: run")
     for epochs in sorted(set(lengths)):
         values: dict[str, list[float]] = {}
         runs: dict[tuple[str, int], Path] = {}
         steps, seconds = set(), 0.0
         for cell in (c for c in cells if c.labels["epochs"] == epochs):
             method, seed = cell.labels["method"], cell.labels["seed"]
-            summary = _summary(cell, out, found, finished_only, "curve")
+            summary = done.get(cell.name)
             if summary is None:
                 continue
             values.setdefault(method, []).append(summary["val_top1"])

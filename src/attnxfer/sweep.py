@@ -1,11 +1,12 @@
 """Grids of training runs: ``attnxfer sweep`` and the runner under ``attnxfer reproduce``.
 
 A *cell* is one training run (config files + overrides) in its own run directory. Cells run one
-after another, each in its own process (``python -m attnxfer train``), logging to
-``<cell>.log`` beside its directory. A cell whose ``summary.json`` exists is finished and
-skipped; an interrupted one is continued from its newest good checkpoint (``--resume auto``). A
-run in a cell's directory that was started with another configuration is refused, not taken.
-So a sweep stopped at any moment is restarted with the same command and loses nothing.
+after another, or ``jobs`` at a time (:func:`run_cells`), each in its own process (``python -m
+attnxfer train``), logging to ``<cell>.log`` beside its directory. A cell whose ``summary.json``
+exists is finished and skipped; an interrupted one is continued from its newest good checkpoint
+(``--resume auto``). A run in a cell's directory that was started with another configuration is
+refused, not taken. So a sweep stopped at any moment is restarted with the same command and
+loses nothing.
 
 Sweeps that share a cell (the baseline of one ablation is a row of another, or of the main table)
 need not train it twice: given ``reuse`` folders, a cell whose resolved configuration equals that of
@@ -18,11 +19,14 @@ import itertools
 import json
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,12 +163,50 @@ def identical_run(cell: Cell, reuse: dict[str, Path] | None) -> Path | None:
     return (reuse or {}).get(run_identity(load_config(cell.configs, cell.overrides).to_dict()))
 
 
-def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> dict[str, Any]:
+class _Processes:
+    """The training processes of one :func:`run_cells`, so that the first failure stops them
+    all and is the one raised."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.error: BaseException | None = None
+
+    def run(self, cmd: list[str], log_file, env: dict[str, str] | None) -> int:
+        with self.lock:
+            if self.error is not None:  # another cell failed while this one was being set up
+                return -1
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            self.running.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self.lock:
+                self.running.discard(proc)
+
+    def fail(self, error: BaseException) -> None:
+        """Record the first failure, stop every running cell (SIGTERM; each resumes from its
+        newest checkpoint, which is never half-written) and start no other."""
+        with self.lock:
+            if self.error is None:
+                self.error = error
+            for proc in self.running:
+                proc.terminate()
+
+
+def run_cell(
+    cell: Cell,
+    root: Path,
+    reuse: dict[str, Path] | None = None,
+    env: dict[str, str] | None = None,
+    processes: _Processes | None = None,
+) -> dict[str, Any]:
     """Train ``cell`` under ``root`` unless it is finished; returns its ``summary.json``.
 
     With ``reuse`` (from :func:`finished_runs`), an identical finished run elsewhere is taken
     instead of training: the cell's directory becomes a relative symbolic link to it, and the
-    summary carries ``reused_from``, that run's directory.
+    summary carries ``reused_from``, that run's directory. ``env``: the training process's
+    environment (default: this one's).
     """
     out = root / cell.name
     summary = out / "summary.json"
@@ -193,7 +235,7 @@ def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> di
     with open(logfile, "a") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=os.environ).returncode
+        rc = (processes or _Processes()).run(cmd, f, env if env is not None else dict(os.environ))
     if rc != 0 or not summary.is_file():
         tail = logfile.read_text().strip().splitlines()[-1:] or ["(no output)"]
         raise AttnxferError(
@@ -203,6 +245,82 @@ def run_cell(cell: Cell, root: Path, reuse: dict[str, Path] | None = None) -> di
     result = json.loads(summary.read_text())
     log.info("%s: done in %.0f s: %s", cell.name, time.time() - start, _brief(result))
     return result
+
+
+def job_env(slot: int, jobs: int, gpus: int | None = None) -> dict[str, str]:
+    """The environment of the training process in job slot ``slot`` of ``jobs``: the CPU cores
+    shared out (``OMP_NUM_THREADS``: this process's cores // ``jobs``, at least 1, unless set
+    already) and, on a machine with several GPUs, one GPU per slot, round-robin
+    (``CUDA_VISIBLE_DEVICES``, among those visible already). ``gpus``: how many are visible
+    (default: as torch counts them)."""
+    env = dict(os.environ)
+    if jobs == 1:
+        return env
+    if "OMP_NUM_THREADS" not in env:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        env["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // jobs))
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    if gpus > 1:
+        visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        visible = visible[:gpus] if len(visible) >= gpus else [str(i) for i in range(gpus)]
+        env["CUDA_VISIBLE_DEVICES"] = visible[slot % gpus]
+    return env
+
+
+def run_cells(
+    cells: list[Cell],
+    root: Path,
+    reuse: dict[str, Path] | None = None,
+    jobs: int = 1,
+    what: str = "cell",
+) -> dict[str, dict[str, Any]]:
+    """:func:`run_cell` for each of ``cells``, in their order, ``jobs`` at a time; returns
+    their summaries by cell name.
+
+    With ``jobs`` > 1 each cell runs in its own process with its share of the CPU cores, or its
+    own GPU (:func:`job_env`): on a CPU, two 1-thread trainings of a small ViT do more steps
+    together than one 2-thread one. The first failure stops the other running cells (they
+    resume from their checkpoints when the command runs again) and is raised."""
+    if jobs < 1:
+        raise AttnxferError(f"--jobs {jobs}: give 1 or more cells to train at a time")
+    if jobs == 1:
+        summaries = {}
+        for i, cell in enumerate(cells, 1):
+            log.info("%s %d/%d (%s)", what, i, len(cells), cell.name)
+            summaries[cell.name] = run_cell(cell, root, reuse)
+        return summaries
+    slots: queue.SimpleQueue = queue.SimpleQueue()
+    for slot in range(jobs):
+        slots.put(slot)
+    processes = _Processes()
+
+    def one(i: int, cell: Cell) -> dict[str, Any] | None:
+        slot = slots.get()
+        try:
+            if processes.error is not None:
+                return None  # a cell has failed: no other starts
+            log.info("%s %d/%d (%s)", what, i, len(cells), cell.name)
+            return run_cell(cell, root, reuse, job_env(slot, jobs), processes)
+        except BaseException as e:
+            processes.fail(e)  # before the slot is free again
+            raise
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(one, i, cell): cell for i, cell in enumerate(cells, 1)}
+        try:
+            for future in as_completed(futures):
+                future.exception()
+        except BaseException as e:  # Ctrl-C: stop the running cells, start no other
+            processes.fail(e)
+            raise
+    if processes.error is not None:
+        raise processes.error
+    return {cell.name: future.result() for future, cell in futures.items()}
 
 
 def plan(
@@ -328,10 +446,12 @@ def sweep(
     command: str = "",
     reuse: list[Path] = (),
     finished_only: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run every cell of the grid (skipping finished ones, and taking identical finished runs
-    from the ``reuse`` folders) and write ``results.json``, ``results.md`` and ``results.png``
-    (metric per grid value, mean and std over seeds).
+    """Run every cell of the grid, ``jobs`` at a time (:func:`run_cells`; skipping finished
+    ones, and taking identical finished runs from the ``reuse`` folders) and write
+    ``results.json``, ``results.md`` and ``results.png`` (metric per grid value, mean and std
+    over seeds).
 
     ``finished_only``: train nothing; report the cells that have finished (a grid value over
     the seeds that finished; values with none are left out), so a sweep still being trained can
@@ -342,15 +462,12 @@ def sweep(
         load_config(cell.configs, cell.overrides)
     known = finished_runs(list(reuse))
     start = time.time()
+    trained = {} if finished_only else run_cells(cells, out, known, jobs)
     rows: dict[tuple, list[dict[str, Any]]] = {}
-    for i, cell in enumerate(cells, 1):
-        if finished_only:
-            summary = finished_cell(cell, out, known)
-            if summary is None:
-                continue
-        else:
-            log.info("cell %d/%d", i, len(cells))
-            summary = run_cell(cell, out, known)
+    for cell in cells:
+        summary = finished_cell(cell, out, known) if finished_only else trained[cell.name]
+        if summary is None:
+            continue
         key = tuple(cell.labels[k] for k, _ in grid)
         rows.setdefault(key, []).append(summary)
     if not rows:
