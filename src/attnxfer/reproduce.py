@@ -216,9 +216,10 @@ def reproduce(
     command: str = "",
     jobs: int = 1,
 ) -> dict[str, Any]:
-    """Train (or take) every cell of the table, then write ``results.{json,md,png}``. A cell
-    identical to a finished run under a ``reuse`` folder is taken, not trained again (e.g. the
-    records :func:`attnxfer.sweep.keep_records` keeps of an earlier checkout's runs).
+    """Train (or take) every cell of the table, ``jobs`` at a time
+    (:func:`attnxfer.sweep.run_cells`), then write ``results.{json,md,png}``. A cell identical to
+    a finished run under a ``reuse`` folder is taken, not trained again (e.g. the records
+    :func:`attnxfer.sweep.keep_records` keeps of an earlier checkout's runs).
 
     ``finished_only``: train nothing; tabulate the runs that have finished (each row over the
     seeds that finished, its gap against scratch and fine-tune on those seeds, the ensemble of
@@ -473,8 +474,9 @@ def schedule_curve(
 ) -> dict[str, Any]:
     """Top-1 of :data:`CURVE_METHODS` and the gap copy and distillation recover, at each training
     length of ``lengths`` (see :func:`length_overrides`), over ``seeds``; restartable like the
-    table. A run identical to a finished one under a ``reuse`` folder (e.g. the tier's table at
-    its own length) is taken, not trained again. Writes ``schedule_curve.{json,md,png}``.
+    table, and ``jobs`` runs at a time like it. A run identical to a finished one under a
+    ``reuse`` folder (e.g. the tier's table at its own length) is taken, not trained again.
+    Writes ``schedule_curve.{json,md,png}``.
 
     Each length also gets the ensemble of every seed's fine-tuned and distilled students
     (:func:`_curve_ensemble`; evaluated once, then recorded in the distilled run).
