@@ -35,13 +35,16 @@ fi
 python benchmarks/curve_teachers.py docs/results/schedule_curve.json \
   docs/results/schedule_curve_supervised.json --labels "MAE (200 ep),supervised" \
   --out docs/results/schedule_curve_teachers
-ablations() {  # ablations KIND EPOCHS: each ablation with a folder under $RUNS/ablations-KIND,
-  # run with benchmarks/ablations_KIND.sh, reported against the curve's point at EPOCHS;
-  # returns 1 when there is nothing to report (no folder, or no finished cell)
-  local kind=$1 epochs=$2 names=() dir
-  for dir in "$RUNS/ablations-$kind"/*/; do
-    [ -d "$dir" ] && names+=("$(basename "$dir")")
+ablations() {  # ablations KIND EPOCHS: each ablation with a folder under $RUNS/ablations-KIND
+  # or kept records under $KEPT/ablations-KIND, run with benchmarks/ablations_KIND.sh, reported
+  # against the curve's point at EPOCHS; returns 1 when there is nothing to report
+  local kind=$1 epochs=$2 names=() dir name
+  for dir in "$RUNS/ablations-$kind"/*/ "$KEPT/ablations-$kind"/*/; do
+    name=$(basename "$dir")
+    [ -d "$dir" ] && [[ " ${names[*]} " != *" $name "* ]] && names+=("$name")
   done
+  # features: both its cells are the long table's, so it has no folder of its own to find
+  [ "$kind" = long ] && [[ " ${names[*]} " != *" features "* ]] && names+=(features)
   [ ${#names[@]} -gt 0 ] || return 1
   RUNS=$RUNS FINISHED_ONLY=1 bash "benchmarks/ablations_$kind.sh" "${names[@]}" || return 1
   python benchmarks/ablations_report.py --runs "$RUNS/ablations-$kind" \
@@ -50,7 +53,14 @@ ablations() {  # ablations KIND EPOCHS: each ablation with a folder under $RUNS/
 }
 ablations e5 5 || true
 if ablations long 10; then
-  RUNS=$RUNS bash benchmarks/locality_long.sh  # where the ablation students attend
+  # where the ablation students attend: the analysis needs weights, so a checkout without the
+  # long table's seed-0 students (records only) leaves the committed report as it is
+  if [ -d "$RUNS/reproduce-cpu-long/cifar10_mae/distill/seed0/checkpoints" ]; then
+    RUNS=$RUNS bash benchmarks/locality_long.sh
+  else
+    echo "analysis/locality-long kept: the long table's students have no weights here" \
+      "(OUT=DIR bash benchmarks/locality_long.sh analyses the runs that have)"
+  fi
 fi
 if compgen -G "$RUNS/grad-probe/*/seed*/metrics.jsonl" > /dev/null; then
   python benchmarks/grad_probe_report.py --runs "$RUNS/grad-probe" > /dev/null
