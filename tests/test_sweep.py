@@ -397,6 +397,40 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     assert mixed["distill"]["gap_recovered"] == pytest.approx(rows["distill"]["gap_recovered"])
 
 
+def test_kept_records_follow_the_run_a_run_trained_again_replaces_them(tmp_path):
+    def run(root, top1, ensemble=None):
+        folder = root / "distill" / "seed0"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text("run:\n  seed: 0\n")
+        (folder / "summary.json").write_text(json.dumps({"val_top1": top1}))
+        if ensemble is not None:
+            (folder / "ensemble.json").write_text(json.dumps({"top1": ensemble}))
+        return folder
+
+    live, kept = tmp_path / "runs", tmp_path / "kept"
+    folder = run(live, 60.0, ensemble=61.0)
+    assert keep_records(live, kept) == [kept / "distill" / "seed0"]
+    assert keep_records(live, kept) == []  # nothing changed, nothing written
+    # trained again, with no ensemble yet: the old ensemble described the old weights
+    (folder / "ensemble.json").unlink()
+    run(live, 62.0)
+    assert keep_records(live, kept) == [kept / "distill" / "seed0"]
+    assert json.loads((kept / "distill" / "seed0" / "summary.json").read_text()) == {
+        "val_top1": 62.0
+    }
+    assert not (kept / "distill" / "seed0" / "ensemble.json").exists()
+    # an ensemble evaluated later is added, and one evaluated again replaces it
+    for top1 in (63.0, 64.0):
+        (folder / "ensemble.json").write_text(json.dumps({"top1": top1}))
+        assert keep_records(live, kept) == [kept / "distill" / "seed0"]
+        kept_ensemble = json.loads((kept / "distill" / "seed0" / "ensemble.json").read_text())
+        assert kept_ensemble == {"top1": top1}
+    # the same run without a record it once had (a live copy that lost it) removes nothing
+    (folder / "ensemble.json").unlink()
+    assert keep_records(live, kept) == []
+    assert (kept / "distill" / "seed0" / "ensemble.json").is_file()
+
+
 def test_an_ensemble_pairs_each_seeds_and_lengths_finetune_and_distill_of_the_main_teacher():
     from attnxfer import reproduce as R
 

@@ -89,23 +89,42 @@ RECORDS = ("config.yaml", "summary.json", "metrics.jsonl", "ensemble.json", "cor
 
 def keep_records(src: Path, dest: Path) -> list[Path]:
     """Copy the :data:`RECORDS` of every finished run under ``src`` (not links to other runs)
-    to the same relative place under ``dest``, where :func:`finished_runs` finds them. Records
-    already there are left as they are; a record a run gained after it was kept (an
-    ``ensemble.json`` evaluated later) is added. Returns the folders written or added to."""
+    to the same relative place under ``dest``, where :func:`finished_runs` finds them.
+
+    The run under ``src`` is the truth. A record it gained after it was kept (an
+    ``ensemble.json`` evaluated later) is added, and one whose content changed is replaced. A
+    run trained again (its ``summary.json`` differs from the kept one) replaces the kept
+    records, and kept records it does not have are removed, since they describe the earlier
+    training (an ensemble paired with the old weights). Returns the folders written to."""
     kept = []
     for summary in sorted(Path(src).rglob("summary.json")):
         run = summary.parent
         if run.is_symlink() or not (run / "config.yaml").is_file():
             continue
         target = dest / run.relative_to(src)
-        new = [n for n in RECORDS if (run / n).is_file() and not (target / n).exists()]
-        if not new:
+        retrained = (target / "summary.json").is_file() and not _same_file(
+            summary, target / "summary.json"
+        )
+        changed = [
+            n for n in RECORDS if (run / n).is_file() and not _same_file(run / n, target / n)
+        ]
+        stale = [
+            n for n in RECORDS if retrained and not (run / n).is_file() and (target / n).exists()
+        ]
+        if not changed and not stale:
             continue
         target.mkdir(parents=True, exist_ok=True)
-        for name in new:
+        for name in stale:
+            (target / name).unlink()
+        for name in changed:
             shutil.copy2(run / name, target / name)
         kept.append(target)
     return kept
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``b`` exists and holds the same bytes as ``a``."""
+    return b.is_file() and a.read_bytes() == b.read_bytes()
 
 
 def finished_cell(
