@@ -15,6 +15,7 @@ a finished run there (everything but ``run.output``) takes that run's result and
 
 from __future__ import annotations
 
+import filecmp
 import itertools
 import json
 import logging
@@ -124,7 +125,7 @@ def keep_records(src: Path, dest: Path) -> list[Path]:
 
 def _same_file(a: Path, b: Path) -> bool:
     """Whether ``b`` exists and holds the same bytes as ``a``."""
-    return b.is_file() and a.read_bytes() == b.read_bytes()
+    return b.is_file() and filecmp.cmp(a, b, shallow=False)
 
 
 def finished_cell(
