@@ -15,15 +15,17 @@ KEPT=docs/results/runs
 SUPERVISED=../shared/data/vit-checkpoints/vit_d128_l4_h4_p4_cifar10.safetensors
 table=()  # the long table's runs first: with their weights, the 10-epoch ensemble can be evaluated
 [ -d "$RUNS/reproduce-cpu-long" ] && table=(--reuse "$RUNS/reproduce-cpu-long")
-curve() {  # curve OUT DOCS_STEM [--teacher T]: the curve's finished points, into docs/results
-  local out=$1 stem=$2
-  shift 2
-  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20,40 --seeds 0 --out "$out" "$@" \
+curve() {  # curve OUT DOCS_STEM SEEDS [--teacher T]: the curve's finished points, into docs/results
+  local out=$1 stem=$2 seeds=$3
+  shift 3
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20,40 --seeds "$seeds" --out "$out" "$@" \
     "${table[@]}" --reuse "$KEPT" --reuse docs/results/gpu/runs --finished-only
   for ext in md json png; do cp "$out/schedule_curve.$ext" "docs/results/$stem.$ext"; done
 }
-curve "$RUNS/schedule-curve" schedule_curve
-curve "$RUNS/schedule-curve-supervised" schedule_curve_supervised --teacher "$SUPERVISED"
+# the MAE curve over the long table's seeds: its 10-epoch point is the table's (3 seeds), and its
+# 40-epoch point gains seeds 1 and 2 as they finish (step 13 of central_result.sh)
+curve "$RUNS/schedule-curve" schedule_curve 0,1,2
+curve "$RUNS/schedule-curve-supervised" schedule_curve_supervised 0 --teacher "$SUPERVISED"
 # the long table (3 seeds) as far as it has come; step 6 of central_result.sh writes it whole
 if [ -d "$RUNS/reproduce-cpu-long" ]; then
   attnxfer reproduce --tier cpu-long --out "$RUNS/reproduce-cpu-long" --reuse "$KEPT" \

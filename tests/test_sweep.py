@@ -395,6 +395,21 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     mixed = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert mixed["scratch"]["seeds"] == [0, 1] and mixed["distill"]["seeds"] == [0]
     assert mixed["distill"]["gap_recovered"] == pytest.approx(rows["distill"]["gap_recovered"])
+    # ... and a row with a seed that scratch and fine-tune lack has its gap on the seeds they
+    # share, named: never one seed's student against another seed's references
+    lone = tmp_path / "lone" / "cifar10_mae" / "copy" / "seed1"
+    keep_records(out / "cifar10_mae" / "copy" / "seed0", lone)
+    config = lone / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0", "seed: 1"))
+    summary = json.loads((lone / "summary.json").read_text())
+    (lone / "summary.json").write_text(json.dumps({**summary, "val_top1": 99.0}))
+    shutil.rmtree(tmp_path / "seed1" / "scratch")
+    lonely = [*args, "--seeds", "0,1", "--reuse", str(tmp_path / "lone"), "--finished-only"]
+    assert cli(*lonely) == 0
+    mixed = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert mixed["copy"]["seeds"] == [0, 1] and mixed["copy"]["gap_seeds"] == [0]
+    assert mixed["copy"]["gap_recovered"] == pytest.approx(rows["copy"]["gap_recovered"])
+    assert f"| {rows['copy']['gap_recovered']:.0f}% (seed 0) |" in (out / "results.md").read_text()
 
 
 def test_kept_records_follow_the_run_a_run_trained_again_replaces_them(tmp_path):
@@ -519,6 +534,25 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     fourth = json.loads((partial / "schedule_curve.json").read_text())
     assert "ensemble" not in fourth["points"][0]
     assert fourth["points"][0]["methods"] == report["points"][0]["methods"]
+    # a (made-up) seed 1 of the 1-epoch distilled student alone: its cell stands on both seeds,
+    # its gap on seed 0, the one where scratch and fine-tune have finished too
+    seed1 = tmp_path / "seed1" / "e1" / "distill" / "seed1"
+    keep_records(out / "e1" / "distill" / "seed0", seed1)
+    (seed1 / "ensemble.json").unlink()
+    config = seed1 / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0", "seed: 1"))
+    summary = json.loads((seed1 / "summary.json").read_text())
+    (seed1 / "summary.json").write_text(json.dumps({**summary, "val_top1": 99.0}))
+    two = ["--seeds", "0,1", "--reuse", str(out), "--reuse", str(tmp_path / "seed1")]
+    assert cli(*args, "--out", str(partial), *two, "--finished-only") == 0
+    mixed = json.loads((partial / "schedule_curve.json").read_text())["points"][1]
+    assert mixed["methods"]["distill"]["seeds"] == [0, 1]
+    assert mixed["methods"]["distill"]["runs"] == [full["methods"]["distill"]["mean"], 99.0]
+    assert mixed["gap_seeds"]["distill"] == [0]
+    assert mixed["gap_recovered"]["distill"] == full["gap_recovered"]["distill"]
+    assert mixed["ensemble"] == full["ensemble"]  # seed 1 has no fine-tuned student
+    md = (partial / "schedule_curve.md").read_text()
+    assert "| 1 | " in md and "(1 seed) |" in md and "% (seed 0) |" in md
 
 
 @pytest.mark.parametrize("bad", ["2.5", "0", "-1"])

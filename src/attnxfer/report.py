@@ -120,6 +120,22 @@ def gap_recovered(value: float, scratch: float, finetune: float) -> float | None
     return None if finetune == scratch else 100 * (value - scratch) / (finetune - scratch)
 
 
+def gap_on_shared_seeds(
+    values: dict[int, float], scratch: dict[int, float], finetune: dict[int, float]
+) -> tuple[float | None, list[int]]:
+    """The share of the gap (:func:`gap_recovered`) that a method's per-seed top-1 ``values``
+    recover, on the means over the seeds where it, scratch and fine-tune have all finished, and
+    those seeds: a gap never sets one seed's student against another seed's references.
+    ``(None, [])`` where no seed has all three."""
+    seeds = sorted(set(values) & set(scratch) & set(finetune))
+    if not seeds:
+        return None, []
+    scratch_mean, finetune_mean, mean = (
+        statistics.fmean(d[s] for s in seeds) for d in (scratch, finetune, values)
+    )
+    return gap_recovered(mean, scratch_mean, finetune_mean), seeds
+
+
 def pm(d: dict[str, Any]) -> str:
     """``mean ± std`` of a :func:`summarise` record, two decimals."""
     return f"{d['mean']:.2f} ± {d['std']:.2f}"

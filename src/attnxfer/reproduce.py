@@ -32,6 +32,7 @@ from . import checkpoint as C
 from .errors import AttnxferError
 from .report import (
     figure,
+    gap_on_shared_seeds,
     gap_recovered,
     hardware,
     mean_std,
@@ -265,12 +266,6 @@ def reproduce(
             log.warning("reproduce: seed %d: no ensemble: %s", seed, e)
             no_ensemble.append(seed)
 
-    def reference(method: str, over: list[int]) -> float | None:
-        """Mean top-1 of scratch or fine-tune over the seeds ``over`` (a row's own), if all
-        finished: a row's gap is measured on its own seeds only."""
-        have = results.get(("cifar10_mae", method), {})
-        return mean_std([have[s] for s in over])[0] if set(over) <= set(have) else None
-
     rows = []
     for method in (*METHODS, "ensemble"):
         values = ens if method == "ensemble" else results.get(("cifar10_mae", method), {})
@@ -282,11 +277,8 @@ def reproduce(
             "seeds": list(values),
             "paper_top1": PAPER[method],
         }
-        scratch, finetune = (reference(m, row["seeds"]) for m in ("scratch", "finetune"))
-        row["gap_recovered"] = (
-            None
-            if scratch is None or finetune is None
-            else gap_recovered(row["mean"], scratch, finetune)
+        row["gap_recovered"], row["gap_seeds"] = gap_on_shared_seeds(
+            values, *(results.get(("cifar10_mae", m), {}) for m in ("scratch", "finetune"))
         )
         row["paper_gap_recovered"] = gap_recovered(
             PAPER[method], PAPER["scratch"], PAPER["finetune"]
@@ -496,7 +488,7 @@ def schedule_curve(
     points, summaries = [], []
     done = _summaries(cells, out, found, finished_only, jobs, "curve: run")
     for epochs in sorted(set(lengths)):
-        values: dict[str, list[float]] = {}
+        values: dict[str, dict[int, float]] = {}
         runs: dict[tuple[str, int], Path] = {}
         steps, seconds = set(), 0.0
         for cell in (c for c in cells if c.labels["epochs"] == epochs):
@@ -504,19 +496,18 @@ def schedule_curve(
             summary = done.get(cell.name)
             if summary is None:
                 continue
-            values.setdefault(method, []).append(summary["val_top1"])
+            values.setdefault(method, {})[seed] = summary["val_top1"]
             summaries.append(summary)
             runs[method, seed] = Path(summary.get("reused_from") or out / cell.name)
             steps.add(summary["steps"])
             seconds += summary["seconds"]
         if not values:
             continue
-        row = {m: summarise(v) for m, v in values.items()}
-        gaps = {m: None for m in ("copy", "distill")}
-        if "scratch" in row and "finetune" in row:
-            scratch, finetune = row["scratch"]["mean"], row["finetune"]["mean"]
-            gaps.update(
-                {m: gap_recovered(row[m]["mean"], scratch, finetune) for m in gaps if m in row}
+        row = {m: {**summarise(list(v.values())), "seeds": list(v)} for m, v in values.items()}
+        gaps, gap_seeds = {}, {}
+        for m in ("copy", "distill"):
+            gaps[m], gap_seeds[m] = gap_on_shared_seeds(
+                values.get(m, {}), values.get("scratch", {}), values.get("finetune", {})
             )
         points.append(
             {
@@ -525,6 +516,7 @@ def schedule_curve(
                 "train_seconds": seconds,
                 "methods": row,
                 "gap_recovered": gaps,
+                "gap_seeds": gap_seeds,
                 **_curve_ensemble(runs, seeds, epochs),
             }
         )
@@ -582,13 +574,16 @@ def curve_markdown(r: dict[str, Any]) -> str:
         f"Teacher `{r['teacher']}`; student recipe `{r['config']}`"
         + (f" with `{' '.join(r['overrides'])}`" if r["overrides"] else "")
         + f", at each training length; seeds {', '.join(map(str, r['seeds']))}. Top-1 on the "
-        "CIFAR-10 JPEG test set (mean ± std); gap: share of the same length's scratch-to-fine-tune "
-        "gap, on the means.",
+        "CIFAR-10 JPEG test set (mean ± std over the seeds finished; a cell on fewer seeds than "
+        "its length's most says how many); gap: share of the same length's scratch-to-fine-tune "
+        "gap, on the means over the seeds where the method, scratch and fine-tune have all "
+        "finished (named where fewer than the method's own).",
         "",
         *table(
             [
                 "epochs",
                 "steps",
+                "seeds",
                 *CURVE_METHODS,
                 "copy gap",
                 "distill gap",
@@ -599,9 +594,10 @@ def curve_markdown(r: dict[str, Any]) -> str:
                 [
                     f"{p['epochs']:g}",
                     p["steps"],
-                    *(pm(p["methods"][m]) if m in p["methods"] else "" for m in CURVE_METHODS),
-                    *(_percent(p["gap_recovered"][m]) for m in ("copy", "distill")),
-                    pm(p["ensemble"]) if "ensemble" in p else "",
+                    _most_seeds(p),
+                    *(_seeds_cell(p["methods"].get(m), _most_seeds(p)) for m in CURVE_METHODS),
+                    *(_gap_cell(p, m) for m in ("copy", "distill")),
+                    _seeds_cell(p.get("ensemble"), _most_seeds(p)),
                     f"{p['ensemble_minus_finetune']['mean']:+.2f}" if "ensemble" in p else "",
                 ]
                 for p in r["points"]
@@ -628,6 +624,33 @@ def curve_markdown(r: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _most_seeds(point: dict[str, Any]) -> int:
+    """The most seeds any of a curve point's methods stands on."""
+    return max(len(m["runs"]) for m in point["methods"].values())
+
+
+def _seeds_cell(d: dict[str, Any] | None, most: int) -> str:
+    """``mean ± std`` of a curve cell, with its number of seeds where fewer than ``most``."""
+    if d is None:
+        return ""
+    n = len(d["runs"])
+    return pm(d) + (f" ({n} seed{'s' if n > 1 else ''})" if n < most else "")
+
+
+def _gap_cell(point: dict[str, Any], method: str) -> str:
+    """A curve point's gap for ``method`` (see :func:`_gap_text`)."""
+    own = point["methods"].get(method, {}).get("seeds", [])
+    return _gap_text(point["gap_recovered"][method], point.get("gap_seeds", {}).get(method), own)
+
+
+def _gap_text(gap: float | None, seeds: list[int] | None, own: list[int]) -> str:
+    """A gap in percent, naming the seeds it stands on where they are fewer than the row's own
+    ``own`` (a seed whose scratch or fine-tune student has not finished)."""
+    if gap is None or seeds is None or len(seeds) >= len(own):
+        return _percent(gap)
+    return f"{_percent(gap)} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
 
 
 def _percent(value: float | None, digits: int = 0) -> str:
@@ -674,10 +697,11 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
             ax.minorticks_off()
             ax.set_xlabel("optimiser steps")
             ax.legend(fontsize=8)
-        seeds = len(r["seeds"])
+        counts = sorted({len(m["runs"]) for p in points for m in p["methods"].values()})
+        seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         axes[0].set_title(
             f"attnxfer, {r['tier']} tier, {r.get('teacher_label', 'MAE teacher')}, "
-            f"{seeds} seed{'s' if seeds > 1 else ''}",
+            f"{seeds} seed{'s' if counts[-1] > 1 else ''}",
             fontsize=10,
         )
 
@@ -746,7 +770,7 @@ def markdown(r: dict[str, Any]) -> str:
                     row["method"]
                     + (f" ({len(row['runs'])} of {n} seeds)" if len(row["runs"]) != n else ""),
                     pm(row),
-                    _percent(row["gap_recovered"]),
+                    _gap_text(row["gap_recovered"], row.get("gap_seeds"), row["seeds"]),
                     f"{row['paper_top1']:.1f}",
                     _percent(row["paper_gap_recovered"], 1),
                 ]
@@ -760,8 +784,9 @@ def markdown(r: dict[str, Any]) -> str:
         "row's seeds."
         + (
             " **The runs finished so far** (`--finished-only`): a row may stand on fewer seeds "
-            "than the others (its seeds are in the JSON); its gap is measured against scratch "
-            "and fine-tune on its own seeds, and left blank where they have not finished."
+            "than the others (its seeds are in the JSON); its gap is measured on the seeds where "
+            "it, scratch and fine-tune have all finished (named where fewer than its own), and "
+            "left blank where there is none."
             if r.get("finished_only") and not r.get("complete")
             else ""
         ),
