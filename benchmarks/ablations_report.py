@@ -22,7 +22,7 @@ import json
 import math
 from pathlib import Path
 
-from attnxfer.report import provenance
+from attnxfer.report import gap_on_shared_seeds, gap_recovered, provenance
 
 #: ablation name (a folder of runs/ablations) -> the paper's finding it tests (docs/method.md)
 FINDINGS = {
@@ -38,18 +38,26 @@ FINDINGS = {
 }
 
 
-def gap_recovered(value: float, scratch: float, finetune: float) -> float:
-    """Percent of the scratch-to-fine-tune gap that ``value`` recovers (0 = scratch)."""
-    return 100.0 * (value - scratch) / (finetune - scratch)
-
-
 def _row_label(row: dict, keys: list[str]) -> str:
     return ", ".join(str(row[k]) for k in keys) or "base"
 
 
+def _by_seed(record: dict, seeds: list[int]) -> dict[int, float] | None:
+    """A row's top-1 per seed: from its own ``seeds`` where it has them, else from the
+    planned ``seeds`` where they match its values one to one; None where it cannot be told
+    (a record of an older attnxfer with a mean only)."""
+    runs = record.get("runs")
+    if runs is None:
+        return None
+    own = record.get("seeds", seeds)
+    return dict(zip(own, runs, strict=True)) if len(own) == len(runs) else None
+
+
 def reference(main: dict, length: float | None) -> dict:
     """Scratch and fine-tune top-1 from a ``reproduce`` table, or from the point of a schedule
-    curve (``reproduce --curve``) at ``length`` epochs."""
+    curve (``reproduce --curve``) at ``length`` epochs: their means, and their values per seed
+    (``*_by_seed``, None where the record does not tell) so that each ablation row is measured
+    against the same seeds' students."""
     if length is None:
         if "points" in main:
             raise SystemExit("--main is a schedule curve: pass --length EPOCHS to pick its point")
@@ -67,6 +75,10 @@ def reference(main: dict, length: float | None) -> dict:
     return {
         "scratch": scratch,
         "finetune": finetune,
+        **{
+            f"{m}_by_seed": _by_seed(by_method[m], main.get("seeds", []))
+            for m in ("scratch", "finetune")
+        },
         "command": main["command"],
         "where": where,
         "scale": scale,
@@ -74,9 +86,19 @@ def reference(main: dict, length: float | None) -> dict:
     }
 
 
+def _gap(row: dict, seeds: list[int], ref: dict) -> tuple[float | None, list[int] | None]:
+    """An ablation row's share of the gap, against scratch and fine-tune on the seeds it shares
+    with them (:func:`attnxfer.report.gap_on_shared_seeds`), and those seeds; against their means
+    (seeds None) where either side does not tell its seeds."""
+    values = _by_seed(row, seeds)
+    scratch, finetune = ref["scratch_by_seed"], ref["finetune_by_seed"]
+    if values is None or scratch is None or finetune is None:
+        return gap_recovered(row["mean"], ref["scratch"], ref["finetune"]), None
+    return gap_on_shared_seeds(values, scratch, finetune)
+
+
 def collect(runs: Path, main: dict, length: float | None = None) -> dict:
     ref = reference(main, length)
-    scratch, finetune = ref["scratch"], ref["finetune"]
     report = {
         "reference": ref,
         "ablations": [],
@@ -89,18 +111,20 @@ def collect(runs: Path, main: dict, length: float | None = None) -> dict:
             continue
         result = json.loads(path.read_text())
         keys = list(result["grid"])
+        gaps = [_gap(r, result.get("seeds", []), ref) for r in result["rows"]]
         rows = [
             {
                 "setting": _row_label(r, keys),
                 "mean": r["mean"],
                 "std": r["std"],
                 "seeds": len(r["runs"]),
-                "gap_recovered": gap_recovered(r["mean"], scratch, finetune),
+                "gap_recovered": gap,
+                "gap_seeds": gap_seeds,
                 # taken from the main table's (or curve's) runs; an ablation's own cell kept
                 # as a record (under a folder named like ``runs``) is not
                 "reused": sum(runs.name not in Path(p).parts for p in r.get("reused_from", [])),
             }
-            for r in result["rows"]
+            for r, (gap, gap_seeds) in zip(result["rows"], gaps, strict=True)
         ]
         report["ablations"].append(
             {
@@ -116,7 +140,35 @@ def collect(runs: Path, main: dict, length: float | None = None) -> dict:
                 "train_seconds": result.get("train_seconds", math.nan),
             }
         )
+    _shown_reference(report)
     return report
+
+
+def _shown_reference(report: dict) -> None:
+    """The scratch and fine-tune top-1 a report's header and figure show: where every row's
+    gap stands on the same seeds, their means over those seeds (``reference["seeds"]``), so
+    that the header matches the rows; else the means over all of the reference's seeds."""
+    ref = report["reference"]
+    used = {
+        None if r["gap_seeds"] is None else tuple(r["gap_seeds"])
+        for a in report["ablations"]
+        for r in a["rows"]
+    }
+    ref["seeds"] = None
+    if len(used) == 1 and None not in used and () not in used:
+        (seeds,) = used
+        for m in ("scratch", "finetune"):
+            ref[m] = sum(ref[f"{m}_by_seed"][s] for s in seeds) / len(seeds)
+        ref["seeds"] = list(seeds)
+
+
+def _seeds_note(seeds: list[int] | None, by_seed: dict | None) -> str:
+    """Which seeds the header's scratch and fine-tune stand on, where the reference has more."""
+    if seeds is not None and by_seed is not None and len(seeds) < len(by_seed):
+        return f" on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, the rows'"
+    if seeds is None and by_seed is not None:
+        return " over all their seeds; each row's gap against its own seeds'"
+    return ""
 
 
 def markdown(report: dict) -> str:
@@ -126,7 +178,9 @@ def markdown(report: dict) -> str:
         "",
         "Each row: mean ± sample std of top-1 over seeds, and the share of the",
         f"scratch-to-fine-tune gap it recovers (scratch {ref['scratch']:.2f},",
-        f"fine-tune {ref['finetune']:.2f}, from",
+        f"fine-tune {ref['finetune']:.2f}"
+        + _seeds_note(ref.get("seeds"), ref.get("scratch_by_seed"))
+        + ", from",
         f"`{ref['command']}`{ref.get('where', '')}). Written by "
         "`python benchmarks/ablations_report.py`.",
         "",
@@ -139,7 +193,7 @@ def markdown(report: dict) -> str:
             note = f" ({reused})" if r["reused"] == r["seeds"] else ""
             lines.append(
                 f"| {r['setting']}{note} | {r['mean']:.2f} ± {r['std']:.2f} | "
-                f"{r['gap_recovered']:.0f}% | {r['seeds']} |"
+                f"{_percent(r['gap_recovered'])} | {r['seeds']} |"
             )
         lines += [
             "",
@@ -155,6 +209,10 @@ def markdown(report: dict) -> str:
         lines += [f"- {n}: `{rerun} {n}`" for n in report["not_run"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _percent(gap: float | None) -> str:
+    return "" if gap is None else f"{gap:.0f}%"
 
 
 def plot(report: dict, path: Path) -> None:

@@ -170,6 +170,22 @@ def test_ablations_report_takes_its_gap_from_a_schedule_curve_point(tmp_path):
         report.main(args)
     with pytest.raises(SystemExit, match="it has 2, 5"):
         report.main([*args, "--length", "10"])
+    # a point on 3 seeds, ablations on seed 0: each row against seed 0's scratch and fine-tune,
+    # not against the 3 seeds' means
+    three = {"seeds": [0, 1, 2], "runs": [50.0, 60.0, 70.0], "mean": 60.0}
+    tuned = {"seeds": [0, 1, 2], "runs": [70.0, 80.0, 90.0], "mean": 80.0}
+    curve["points"].append({"epochs": 10.0, "steps": 3900, "methods": {}})
+    curve["points"][-1]["methods"] = {"scratch": three, "finetune": tuned}
+    (tmp_path / "curve.json").write_text(json.dumps(curve))
+    for r in rows:
+        r["seeds"] = [0]
+    (layers / "results.json").write_text(json.dumps({**result, "command": "attnxfer sweep"}))
+    assert report.main([*args, "--length", "10", *rerun]) == 0
+    text = out.with_suffix(".md").read_text()
+    assert "| first:2 | 55.00 ± 0.00 | 25% | 1 |" in text  # (55 - 50) / (70 - 50), seed 0's
+    assert "(scratch 50.00,\nfine-tune 70.00 on seed 0, the rows', from" in text
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["ablations"][0]["rows"][0]["gap_seeds"] == [0]
 
 
 def test_throughput_script_measures_every_part_and_writes_its_report(tmp_path, teacher_file):

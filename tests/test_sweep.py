@@ -88,7 +88,7 @@ def test_sweep_runs_each_cell_once_and_tabulates(tmp_path, capsys, teacher_file)
     assert cli(*args, "--jobs", "2") == 0  # two cells at a time
     result = json.loads((out / "results.json").read_text())
     assert [r["transfer.mode"] for r in result["rows"]] == ["scratch", "distill"]
-    assert all(len(r["runs"]) == 2 for r in result["rows"])
+    assert all(len(r["runs"]) == 2 and r["seeds"] == [0, 1] for r in result["rows"])
     assert (out / "results.png").stat().st_size > 0
     md = (out / "results.md").read_text()
     threads = os.environ.get("OMP_NUM_THREADS") or max(1, len(os.sched_getaffinity(0)) // 2)

@@ -484,12 +484,14 @@ def sweep(
     start = time.time()
     trained = {} if finished_only else run_cells(cells, out, known, jobs)
     rows: dict[tuple, list[dict[str, Any]]] = {}
+    seeds_of: dict[tuple, list[int]] = {}
     for cell in cells:
         summary = finished_cell(cell, out, known) if finished_only else trained[cell.name]
         if summary is None:
             continue
         key = tuple(cell.labels[k] for k, _ in grid)
         rows.setdefault(key, []).append(summary)
+        seeds_of.setdefault(key, []).append(cell.labels["seed"])
     if not rows:
         raise AttnxferError(
             f"no finished cell of the sweep in {out}: run it without --finished-only"
@@ -498,7 +500,7 @@ def sweep(
     summary_rows = []
     for key, summaries in rows.items():
         values = [metric_of(s, metric) for s in summaries]
-        row = {**dict(zip(keys, key, strict=True)), **summarise(values)}
+        row = {**dict(zip(keys, key, strict=True)), **summarise(values), "seeds": seeds_of[key]}
         reused = [s["reused_from"] for s in summaries if "reused_from" in s]
         if reused:
             row["reused_from"] = reused
