@@ -18,7 +18,7 @@ table=()  # the long table's runs first: with their weights, the 10-epoch ensemb
 curve() {  # curve OUT DOCS_STEM SEEDS [--teacher T]: the curve's finished points, into docs/results
   local out=$1 stem=$2 seeds=$3
   shift 3
-  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20,40 --seeds "$seeds" --out "$out" "$@" \
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20,40,80 --seeds "$seeds" --out "$out" "$@" \
     "${table[@]}" --reuse "$KEPT" --reuse docs/results/gpu/runs --finished-only
   for ext in md json png; do cp "$out/schedule_curve.$ext" "docs/results/$stem.$ext"; done
 }
