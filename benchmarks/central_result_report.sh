@@ -4,7 +4,8 @@
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
 # the two-teacher comparison, the long-tier table as far as it has come, each 5-epoch and each
 # long-recipe ablation begun in this checkout (and where the long recipe's students attend),
-# the gradient probes (benchmarks/grad_probe.sh) and the teacher's card with its students.
+# the gradient probes (benchmarks/grad_probe.sh), the 40-epoch students over their schedule
+# (benchmarks/trajectories.py) and the teacher's card with its students.
 # Trains nothing; evaluates each ensemble once.
 #   bash benchmarks/central_result_report.sh
 set -euo pipefail
@@ -72,5 +73,13 @@ for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablation
   grad-probe; do
   [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
 done
+# the 40-epoch students of seed 0 over their schedule, from the records just kept
+e40=()
+for m in scratch finetune copy distill; do
+  [ -f "$KEPT/schedule-curve/e40/$m/seed0/metrics.jsonl" ] && e40+=("$m=$KEPT/schedule-curve/e40/$m/seed0")
+done
+if [ ${#e40[@]} -eq 4 ]; then
+  python benchmarks/trajectories.py --out docs/results/trajectories_e40 "${e40[@]}" > /dev/null
+fi
 RUNS=$RUNS bash benchmarks/teacher_card.sh  # from the records just kept
 echo "reports written"

@@ -27,6 +27,7 @@ for m in finetune copy distill feature_distill; do
 done
 student schedule-curve/e20/scratch/seed0 docs/results/gpu/runs/curve-e20/e20/scratch/seed0
 for m in finetune copy distill; do student "schedule-curve/e20/$m/seed0"; done
+for m in scratch finetune copy distill; do student "schedule-curve/e40/$m/seed0"; done
 if [ -n "${PLAN:-}" ]; then
   echo "the card: rewritten with the $((${#downstream[@]} / 2)) students finished so far"
 elif [ -d "$RUNS/teachers/cifar10_mae_long/teacher" ]; then  # the whole card, from its run

@@ -615,3 +615,34 @@ def test_parallel_runs_script_times_both_settings_and_writes_its_report(tmp_path
     assert report["rows"][0]["speedup"]["median"] == 1.0
     assert all(r["steps_per_second"] > 0 and len(r["seconds"]) == 1 for r in report["rows"])
     assert "| 2 |" in out.with_suffix(".md").read_text()
+
+
+def test_trajectories_sets_students_of_one_schedule_side_by_side(tmp_path):
+    bench = _load("trajectories")
+
+    def run(name, evals, extra=()):
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = [{"epoch": e, "train_loss": 1.0} for e in range(1, 5)]  # no evaluation
+        lines += [{"epoch": e, "val_top1": v} for e, v in evals] + list(extra)
+        (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+        return folder
+
+    scratch = run("scratch", [(2, 40.0), (4, 50.0)])
+    # a resumed run logs its epoch-4 evaluation twice: the last one counts; epoch 3 is its own
+    copy = run("copy", [(2, 45.0), (3, 47.0), (4, 49.0)], [{"epoch": 4, "val_top1": 51.5}])
+    out = tmp_path / "out" / "traj"
+    assert bench.main(["--out", str(out), f"scratch={scratch}", f"copy={copy}"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["epochs"] == [2, 4]  # the epochs both were evaluated at
+    assert [s["top1"] for s in record["students"]] == [[40.0, 50.0], [45.0, 51.5]]
+    md = out.with_suffix(".md").read_text()
+    assert "| copy - scratch | +5.00 | +1.50 |" in md and "| epoch | 2 | 4 |" in md
+    assert out.with_suffix(".png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="LABEL=RUN_FOLDER"):
+        bench.main(["--out", str(out), str(scratch)])
+    with pytest.raises(SystemExit, match=r"no metrics\.jsonl"):
+        bench.main(["--out", str(out), f"x={tmp_path}"])
+    late = run("late", [(3, 60.0)])
+    with pytest.raises(SystemExit, match="share no evaluated epoch"):
+        bench.main(["--out", str(out), f"scratch={scratch}", f"late={late}"])
