@@ -39,6 +39,7 @@ declare -A TITLES=(
   [what_distill]="What is distilled: the teacher Q, K or V against its whole map"
   [layers]="Which layers are distilled (4-layer student): the first k or the last k"
   [copy_layers]="Which layers are copied (4-layer student): the first k"
+  [copy_decay]="Copy with and without the layer-wise lr decay (0.75) that its recipe shares with fine-tuning"
   [average]="Copying averaged teacher maps: over examples, query tokens or heads"
   [heads]="How many heads are distilled (of 4 per layer)"
   [lambda]="Distillation weight lambda"
@@ -49,13 +50,16 @@ declare -A SWEEPS=(
   [what_distill]="--grid transfer.mode=distill,distill_q,distill_k,distill_v"
   [layers]="--grid transfer.layers=first:1,first:2,first:3,last:1,last:2,last:3,all transfer.mode=distill"
   [copy_layers]="--grid transfer.layers=first:1,first:2,first:3,all transfer.mode=copy $COPY_RECIPE"
+  # a diagnosis, not one of the paper's ablations: copy on distillation's lr recipe (no decay),
+  # so that copy and distillation differ only in how the maps are transferred
+  [copy_decay]="--grid optim.layer_decay=0.75,null transfer.mode=copy"
   # the averaging ablations need the materialised maps: every row on the eager path
   [average]="--grid transfer.average=null,examples,queries,heads transfer.mode=copy transfer.impl=eager $COPY_RECIPE"
   [heads]="--grid transfer.heads=1,2,3,all transfer.mode=distill"
   [lambda]="--grid transfer.weight=0.3,1,3,10 transfer.mode=distill"
   [features]="--grid transfer.mode=distill,feature_distill"
 )
-ORDER=(what_copy what_distill layers copy_layers average heads lambda features)
+ORDER=(what_copy what_distill layers copy_layers copy_decay average heads lambda features)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ORDER[@]}")
 for name in "${names[@]}"; do

@@ -31,6 +31,9 @@ FINDINGS = {
     "layers": "More layers help; the later (top) layers matter more than the early ones.",
     "copy_layers": "More layers help; the later (top) layers matter more than the early ones "
     "(the reference's released runs never transfer a teacher's top 3 of 24 layers).",
+    "copy_decay": "Its copy recipe decays the lr by 0.75 per layer toward the input, as its "
+    "fine-tuning recipe does; its distillation recipe has no decay (a diagnosis here, not one of "
+    "the paper's ablations).",
     "average": "Averaging the teacher's maps over examples or over query tokens hurts a lot.",
     "heads": "More heads help, saturating around 3/4 of the heads (12 of 16).",
     "lambda": "The paper's recipe uses lambda 3; it reports no sweep.",

@@ -83,6 +83,11 @@ def test_ablations_script_runs_its_sweeps_and_refuses_unknown_names(tmp_path, te
     assert modes == ["copy", "copy_q", "copy_k", "copy_v"]
     assert all("optim.layer_decay=0.75" in c and str(teacher_file) in c for c in commands)
     assert not (tmp_path / "ablations/what_copy").exists()
+    plan = run("copy_decay")  # a diagnosis: copy with and without the layer-wise lr decay
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    commands = [line for line in plan.stdout.splitlines() if line.startswith("  attnxfer train")]
+    decays = [c.split("optim.layer_decay=")[1].split()[0] for c in commands]
+    assert decays == ["0.75", "null"] and all("transfer.mode=copy" in c for c in commands)
     del env["PLAN"]
     env["FINISHED_ONLY"] = "1"  # tabulates the finished cells, trains none
     again = run("features")
