@@ -29,7 +29,8 @@ TABLE=${TABLE:-runs/reproduce-cpu}
 EXTRA=${EXTRA:-}
 [ -n "${FINISHED_ONLY:-}" ] && EXTRA="$EXTRA --finished-only"
 [ -n "${PLAN:-}" ] && EXTRA="$EXTRA --plan"
-COPY_RECIPE=optim.layer_decay=0.75  # the copy rows of the main table use it (as the reference)
+COPY_DECAY=0.75  # the layer-wise lr decay of the copy rows of the main table (as the reference)
+COPY_RECIPE=optim.layer_decay=$COPY_DECAY
 reuse=()
 for dir in "$TABLE" "$OUT" ${REUSE:-}; do
   [ -d "$dir" ] && reuse+=(--reuse "$dir")
@@ -39,7 +40,7 @@ declare -A TITLES=(
   [what_distill]="What is distilled: the teacher Q, K or V against its whole map"
   [layers]="Which layers are distilled (4-layer student): the first k or the last k"
   [copy_layers]="Which layers are copied (4-layer student): the first k"
-  [copy_decay]="Copy with and without the layer-wise lr decay (0.75) that its recipe shares with fine-tuning"
+  [copy_decay]="Copy with and without the layer-wise lr decay ($COPY_DECAY) that its recipe shares with fine-tuning"
   [average]="Copying averaged teacher maps: over examples, query tokens or heads"
   [heads]="How many heads are distilled (of 4 per layer)"
   [lambda]="Distillation weight lambda"
@@ -52,7 +53,7 @@ declare -A SWEEPS=(
   [copy_layers]="--grid transfer.layers=first:1,first:2,first:3,all transfer.mode=copy $COPY_RECIPE"
   # a diagnosis, not one of the paper's ablations: copy on distillation's lr recipe (no decay),
   # so that copy and distillation differ only in how the maps are transferred
-  [copy_decay]="--grid optim.layer_decay=0.75,null transfer.mode=copy"
+  [copy_decay]="--grid optim.layer_decay=$COPY_DECAY,null transfer.mode=copy"
   # the averaging ablations need the materialised maps: every row on the eager path
   [average]="--grid transfer.average=null,examples,queries,heads transfer.mode=copy transfer.impl=eager $COPY_RECIPE"
   [heads]="--grid transfer.heads=1,2,3,all transfer.mode=distill"
