@@ -18,6 +18,7 @@ writes OUT.md, OUT.json and OUT.png.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from pathlib import Path
@@ -54,6 +55,26 @@ def _by_seed(record: dict, seeds: list[int]) -> dict[int, float] | None:
         return None
     own = record.get("seeds", seeds)
     return dict(zip(own, runs, strict=True)) if len(own) == len(runs) else None
+
+
+def unfinished(result: dict) -> list[str]:
+    """The settings of a sweep's grid with fewer finished seeds than it asks for (a sweep
+    tabulated with ``--finished-only`` while some of its cells still train), each as its row
+    label with the seeds it lacks where it has some."""
+    keys, seeds = list(result["grid"]), result.get("seeds", [])
+    have = {tuple(str(r[k]) for k in keys): r for r in result["rows"]}
+    missing = []
+    for values in itertools.product(*(result["grid"][k] for k in keys)):
+        row = have.get(tuple(str(v) for v in values))
+        label = ", ".join(values) or "base"
+        if row is None:
+            missing.append(label)
+        elif seeds and len(row["runs"]) < len(seeds):
+            lacking = sorted(set(seeds) - set(row.get("seeds", seeds)))
+            plural = "s" if len(lacking) > 1 else ""
+            lacks = f" (seed{plural} {', '.join(map(str, lacking))})" if lacking else ""
+            missing.append(label + lacks)
+    return missing
 
 
 def reference(main: dict, length: float | None) -> dict:
@@ -137,6 +158,7 @@ def collect(runs: Path, main: dict, length: float | None = None) -> dict:
                 "grid": keys,
                 "fixed": result["fixed"],
                 "rows": rows,
+                "unfinished": unfinished(result),
                 "command": result["command"],
                 "hardware": result.get("hardware", ""),
                 **({"trained_on": result["trained_on"]} if "trained_on" in result else {}),
@@ -198,6 +220,12 @@ def markdown(report: dict) -> str:
                 f"| {r['setting']}{note} | {r['mean']:.2f} ± {r['std']:.2f} | "
                 f"{_percent(r['gap_recovered'])} | {r['seeds']} |"
             )
+        if a.get("unfinished"):
+            rerun = report.get("rerun", "bash benchmarks/ablations.sh")
+            lines += [
+                "",
+                f"Still to train: {'; '.join(a['unfinished'])} (`{rerun} {a['name']}`).",
+            ]
         lines += [
             "",
             f"Command: `{a['command']}`",

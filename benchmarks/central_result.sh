@@ -31,11 +31,14 @@
 #    (29%, 67%, 77% at 156, 780 and 1,950 steps)
 # 13. the 40-epoch point's seeds 1 and 2 (about 1-2.5 h a student): does the ensemble's lead
 #    over fine-tuning (+0.33 on seed 0) hold, and how far does distillation's share spread?
-# 14. the schedule curve's 80-epoch point (31,200 steps, about 2-4.5 h a student), seed 0: the
+# 14. copy without its recipe's layer-wise lr decay at the 40-epoch length, seed 0
+#    (benchmarks/ablations_e40.sh): is copy level with scratch at 40 epochs (75.53 against 75.51)
+#    because of the decay, which cost it 3.38 points at 10 epochs?
+# 15. the schedule curve's 80-epoch point (31,200 steps, about 2-4.5 h a student), seed 0: the
 #    curve has not levelled off at 40 epochs (distillation -2%, ..., 47%, 64% of the gap): does it
 #    go on rising toward fine-tuning, and does copy stay below scratch?
-# 15. the long Tiny-ImageNet teacher and the table's distribution-shift rows
-# Steps 2, 3, 5, 6, 7, 11, 12, 13, 14 and 15 are `attnxfer reproduce` runs and steps 4, 9 and 10 `attnxfer sweep`
+# 16. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# Steps 2, 3, 5, 6, 7, 11, 12, 13, 15 and 16 are `attnxfer reproduce` runs and steps 4, 9, 10 and 14 `attnxfer sweep`
 # runs: each finished student is kept.
 # PLAN=1 runs nothing: every step lists what it would do with each of its runs (finished, taken
 # from a kept record, resumed, or to train, with its command: `--plan`), and the teachers to make:
@@ -115,9 +118,11 @@ attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --teacher "$SUPE
   --out "$CURVE-supervised" "${kept[@]}" "${opts[@]}"
 step "13. the schedule curve's 40-epoch point, seeds 1 and 2"
 attnxfer reproduce --tier cpu-long --curve 40 --seeds 1,2 --out "$CURVE" "${kept[@]}" "${opts[@]}"
-step "14. the schedule curve's 80-epoch point, seed 0"
+step "14. copy without its layer-wise lr decay at 40 epochs, seed 0"
+RUNS=$RUNS bash benchmarks/ablations_e40.sh
+step "15. the schedule curve's 80-epoch point, seed 0"
 attnxfer reproduce --tier cpu-long --curve 80 --seeds 0 --out "$CURVE" "${kept[@]}" "${opts[@]}"
-step "15. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
+step "16. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
 [ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
 teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
 if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then

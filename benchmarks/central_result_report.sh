@@ -2,8 +2,8 @@
 # After a session of benchmarks/central_result.sh (stop it first): keep the records of every
 # finished run in docs/results/runs/ (so no later checkout trains them again), and rewrite the
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
-# the two-teacher comparison, the long-tier table as far as it has come, each 5-epoch and each
-# long-recipe ablation begun in this checkout (and where the long recipe's students attend),
+# the two-teacher comparison, the long-tier table as far as it has come, each 5-epoch, 40-epoch
+# and long-recipe ablation begun in this checkout (and where the long recipe's students attend),
 # the gradient probes (benchmarks/grad_probe.sh), the 40-epoch students over their schedule
 # (benchmarks/trajectories.py) and the teacher's card with its students.
 # Trains nothing; evaluates each ensemble once.
@@ -55,6 +55,7 @@ ablations() {  # ablations KIND EPOCHS: each ablation with a folder under $RUNS/
     --out "docs/results/ablations_$kind" --rerun "bash benchmarks/ablations_$kind.sh" || exit 1
 }
 ablations e5 5 || true
+ablations e40 40 || true
 if ablations long 10; then
   # where the ablation students attend: the analysis needs weights, so a checkout without the
   # long table's seed-0 students (records only) leaves the committed report as it is
@@ -69,8 +70,8 @@ if compgen -G "$RUNS/grad-probe/*/seed*/metrics.jsonl" > /dev/null; then
   python benchmarks/grad_probe_report.py --runs "$RUNS/grad-probe" > /dev/null
 fi
 # last, so that the records include what the reports evaluated (the curves' ensembles)
-for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5 ablations-long \
-  grad-probe; do
+for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5 ablations-e40 \
+  ablations-long grad-probe; do
   [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
 done
 # the 40-epoch students of seed 0 over their schedule, from the records just kept

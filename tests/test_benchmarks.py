@@ -96,6 +96,31 @@ def test_ablations_script_runs_its_sweeps_and_refuses_unknown_names(tmp_path, te
     assert sorted((tmp_path / "ablations").rglob("summary.json")) == runs
 
 
+def test_ablations_at_40_epochs_take_the_decayed_copy_from_the_curve(tmp_path):
+    """benchmarks/ablations_e40.sh: its copy_decay row with the decay is the schedule curve's
+    committed 40-epoch copy student (the same resolved config), so only the row without the
+    decay is left to train, on the curve's 40-epoch schedule."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "RUNS": str(tmp_path),
+        "PLAN": "1",
+    }
+    script = str(BENCH / "ablations_e40.sh")
+    plan = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    taken = "layer_decay=0.75/seed0: taken from docs/results/runs/schedule-curve/e40/copy/seed0"
+    assert taken in plan.stdout
+    commands = [line for line in plan.stdout.splitlines() if line.startswith("  attnxfer train")]
+    assert len(commands) == 1
+    assert "optim.layer_decay=null" in commands[0] and "optim.epochs=40 " in commands[0]
+    assert f"run.output={tmp_path}/ablations-e40/copy_decay/layer_decay=null/seed0" in commands[0]
+
+
 def _yaml_of(overrides: list[str]) -> str:
     """``section.key=value`` overrides as YAML sections (values written as given)."""
     sections: dict[str, list[str]] = {}
@@ -121,10 +146,12 @@ def test_ablations_report_gives_each_row_its_share_of_the_gap(tmp_path):
     ]
     rows[1]["reused_from"] = ["a", "b"]
     # a cell taken from the ablation's own kept record is no main-table run
-    rows.append({"transfer.heads": "2", "mean": 35.0, "std": 0.0, "runs": [35.0]})
+    rows.append({"transfer.heads": "2", "mean": 35.0, "std": 0.0, "runs": [35.0], "seeds": [0]})
     rows[2]["reused_from"] = ["kept/runs/heads/heads=2/seed0"]
-    grid = {"transfer.heads": ["1", "2", "all"]}
+    # still training (--finished-only): heads 2 lacks seed 1, heads 3 has no finished cell
+    grid = {"transfer.heads": ["1", "2", "3", "all"]}
     result = {"title": "heads", "grid": grid, "fixed": [], "rows": rows, "hardware": "CPU X"}
+    result["seeds"] = [0, 1]
     result["trained_on"] = [
         {"hardware": "CPU Y", "precision": "bfloat16", "runs": 5, "seconds": 60}
     ]
@@ -136,6 +163,7 @@ def test_ablations_report_gives_each_row_its_share_of_the_gap(tmp_path):
     assert "| 1 | 32.50 ± 0.50 | 25% | 2 |" in text
     assert "| all (main-table runs) | 41.00 ± 0.00 | 110% | 2 |" in text
     assert "| 2 | 35.00 ± 0.00 | 50% | 1 |" in text
+    assert "Still to train: 2 (seed 1); 3 (`bash benchmarks/ablations.sh heads`)." in text
     assert "Trained on: CPU Y" in text and "Report written on: CPU X" in text
     assert "`bash benchmarks/ablations.sh layers`" in text  # not run yet: its command
     saved = json.loads(out.with_suffix(".json").read_text())
