@@ -3,8 +3,10 @@
 # teacher; the long table's seed-0 students (3,900 steps: fine-tune, copy, distill, feature
 # distillation); the schedule curve's 7,800-step students; and every long-recipe ablation cell
 # (runs/ablations-long, 3,900 steps) trained so far. Each must have finished and hold its
-# weights: a run kept only as a record, unfinished or not trained, is left out. The report's
-# per-head table shows which heads a partial transfer (transfer.heads) leaves free.
+# weights: a run kept only as a record, unfinished or not trained, is left out here, and its row
+# in the committed report is kept as it was measured (`analyze locality --update`), so a checkout
+# that has the weights of some runs only adds or re-measures those. The report's per-head table
+# shows which heads a partial transfer (transfer.heads) leaves free.
 #   bash benchmarks/locality_long.sh     # -> docs/results/analysis/locality-long/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +31,4 @@ for run in "$RUNS"/ablations-long/*/*/seed0; do  # labelled e.g. "heads/heads:1 
 done
 attnxfer analyze locality "${models[@]}" \
   --data "imagefolder:$HOME/.cache/attnxfer/cifar10-jpeg" --split test --images 512 \
-  --out "${OUT:-docs/results/analysis/locality-long}"
+  --out "${OUT:-docs/results/analysis/locality-long}" --update

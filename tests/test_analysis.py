@@ -233,6 +233,19 @@ def test_analyze_commands(tmp_path, capsys, teacher_file):
     assert "| distilled | distance |" in report
     heads = result["models"]["distilled"]["heads"]["distance"]
     assert f"| distilled | {' / '.join(f'{v:.2f}' for v in heads[0])} |" in report
+    # --update: the report gains a model; the others are kept as measured, in their order
+    loc = ["analyze", "locality", "--data", "digits", "--out", str(where), "--update"]
+    assert cli(*loc, "--images", "8", f"random=random:{teacher_file}") == 0
+    updated = json.loads((where / "locality.json").read_text())
+    assert list(updated["models"]) == ["teacher", "distilled", "random"]
+    assert updated["models"]["distilled"] == result["models"]["distilled"]
+    assert "| random | distance |" in (where / "locality.md").read_text()
+    capsys.readouterr()
+    assert cli(*loc, "--images", "16", f"teacher={teacher_file}") == 2
+    assert "measured 8 images, teacher 16: pass --images 8" in capsys.readouterr().err
+    assert cli(*loc, "--split", "train", "--images", "8", f"teacher={teacher_file}") == 2
+    assert "pass the same --data and --split" in capsys.readouterr().err
+    assert json.loads((where / "locality.json").read_text()) == updated  # nothing lost
     capsys.readouterr()
     assert (
         cli(

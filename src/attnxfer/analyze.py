@@ -7,6 +7,7 @@ for copy modes), a teacher source (a file, ``hf-hub:`` id or timm name), or ``ra
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,22 +159,57 @@ def locality(
     split: str | None = None,
     count: int = 64,
     img_size: int | None = None,
+    update: bool = False,
 ) -> dict[str, Any]:
     """How far and how widely each model's layers attend (:func:`analysis.layer_locality`),
-    each model on the same images at its own input size and normalisation."""
-    result: dict[str, Any] = {"data": data, "models": {}}
+    each model on the same images at its own input size and normalisation.
+
+    ``update``: keep the models of ``out/locality.json`` that are not named here (measured on
+    the same images: refused otherwise), so that a report can gain models without the weights
+    of those it already holds; a named model replaces its old row in place, a new one comes
+    last."""
+    result: dict[str, Any] = {"data": data, "split": split, "models": {}}
+    if update:
+        result |= _kept_locality(out / "locality.json", data, split)
     for source in models:
         model = load_model(source, img_size)
         size = img_size or vit.img_size(model.model)
         batches = image_batches(data, split, count, size, model.mean, model.std)
         log.info("locality: %s", model.name)
-        result["images"] = sum(b.shape[0] for b in batches)
+        images = sum(b.shape[0] for b in batches)
+        if result.setdefault("images", images) != images:
+            raise AttnxferError(
+                f"--update: {out / 'locality.json'} measured {result['images']} images, "
+                f"{model.name} {images}: pass --images {result['images']}, or another --out"
+            )
         result["models"][model.name] = {
             "grid": list(vit.grid(model.model)),
             **A.layer_locality(model.model, batches),
         }
     write_results(out, "locality", result, locality_markdown, plot_locality)
     return result
+
+
+def _kept_locality(path: Path, data: str, split: str | None) -> dict[str, Any]:
+    """The models and image count of an earlier locality report at ``path`` (nothing where
+    there is none), refused when it measured other data or another split (a report written
+    before the split was recorded is taken at its word)."""
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+        old["models"], old["images"], old["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise AttnxferError(
+            f"--update: {path} is not a locality report ({e}): remove it, or pass another --out"
+        ) from None
+    if old["data"] != data or old.get("split", split) != split:
+        raise AttnxferError(
+            f"--update: {path} measured {old['data']} (split {old.get('split') or 'default'}), "
+            f"not {data} (split {split or 'default'}): pass the same --data and --split, "
+            "or another --out"
+        )
+    return {"models": old["models"], "images": old["images"]}
 
 
 LOCALITY = {

@@ -534,6 +534,12 @@ def add_analyze(sub: Subparsers) -> None:
         help="how far and how widely each layer attends: distance, entropy, class-token share",
     )
     locality.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
+    locality.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the models of OUT/locality.json not named here (same --data, --split and "
+        "--images); a named one is measured again",
+    )
     maps = analyses.add_parser("maps", help="attention of query tokens over images, model by model")
     maps.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
     maps.add_argument("--layers", help="comma-separated layer indices (default all)")
@@ -591,6 +597,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             split=args.split,
             count=args.images or 64,
             img_size=args.img_size,
+            update=args.update,
         )
         print((Path(args.out) / "locality.md").read_text())
         return 0
