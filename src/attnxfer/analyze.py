@@ -254,12 +254,24 @@ def locality_markdown(r: dict[str, Any]) -> str:
 
 
 def plot_locality(r: dict[str, Any], path: Path) -> None:
-    with figure(path, 1, len(LOCALITY), figsize=(3.4 * len(LOCALITY) + 2.2, 3.1)) as (_, axes):
+    n = len(r["models"])
+    # tall enough for one legend line per model; past 20 models the colours come round again,
+    # drawn dashed with square markers
+    size = (3.4 * len(LOCALITY) + 2.6, max(3.1, 0.16 * n + 0.8))
+    with figure(path, 1, len(LOCALITY), figsize=size) as (_, axes):
         for ax, (key, label) in zip(axes, LOCALITY.items(), strict=True):
             for i, (name, m) in enumerate(r["models"].items()):
-                c = colour(i, len(r["models"]))
+                c = colour(i, n)
                 layers = range(len(m[key]))
-                ax.plot(layers, m[key], marker="o", color=c, label=name)
+                again = i >= 20
+                ax.plot(
+                    layers,
+                    m[key],
+                    marker="s" if again else "o",
+                    linestyle="--" if again else "-",
+                    color=c,
+                    label=name,
+                )
                 for layer, heads in zip(layers, m["heads"][key], strict=True):
                     ax.scatter([layer] * len(heads), heads, s=8, color=c, alpha=0.4)
                 uniform = {"distance": m["uniform_distance"], "entropy": m["max_entropy"]}
