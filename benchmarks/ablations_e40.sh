@@ -7,6 +7,9 @@
 #   bash benchmarks/ablations_e40.sh [name ...]      # default: copy_decay; restartable
 #   FINISHED_ONLY=1 bash benchmarks/ablations_e40.sh  # train nothing: the cells finished so far
 #   PLAN=1 bash benchmarks/ablations_e40.sh           # what each cell would do
+#   EXTRA=run.device=cuda bash benchmarks/ablations_e40.sh  # more overrides for every cell
+# Cells are taken from the records of runs finished elsewhere (docs/results/runs, and
+# docs/results/gpu/runs: benchmarks/gpu_long_tier.sh trains this sweep too).
 # then: python benchmarks/ablations_report.py --runs runs/ablations-e40 \
 #         --main docs/results/schedule_curve.json --length 40 --out docs/results/ablations_e40
 set -euo pipefail
@@ -16,6 +19,7 @@ names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(copy_decay)
 RECIPE=configs/cifar10/student_cpu_long.yaml \
   TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
-  TABLE="$RUNS/schedule-curve" OUT="$RUNS/ablations-e40" SEEDS=0 REUSE=docs/results/runs \
-  EXTRA="data.train_subset=null optim.epochs=40 optim.warmup_epochs=4.0" \
+  TABLE="$RUNS/schedule-curve" OUT="$RUNS/ablations-e40" SEEDS=0 \
+  REUSE="docs/results/runs docs/results/gpu/runs" \
+  EXTRA="data.train_subset=null optim.epochs=40 optim.warmup_epochs=4.0 ${EXTRA:-}" \
   bash benchmarks/ablations.sh "${names[@]}"

@@ -5,8 +5,14 @@
 # diagnostic. The students are tiny (0.8 M parameters, 65 tokens), so one process leaves the GPU
 # mostly idle: the parts run as parallel processes, each into its own folder, every finished
 # student kept. On an H200 with 16 cores (2026-12-04), 7 parts at once took about 200 s per
-# 3,900-step student each.
+# 3,900-step student each, so a 40-epoch student (15,600 steps) takes about 800 s.
 #   BUDGET=3600 bash benchmarks/gpu_long_tier.sh         # seconds; unfinished parts stop there
+# Every run checkpoints at each epoch's end: on a machine that keeps runs/ between commands
+# (a warm device), the same command again resumes where the budget stopped it. The parts
+# finished already take their cells from the records in seconds; what is left (2026-12): the
+# 40-epoch point's seeds 1 (scratch, copy) and 2 (all four), and copy without its lr decay at
+# 40 epochs (benchmarks/ablations_e40.sh), seven students at once. The 80-epoch point (about
+# 1,600 s a student) is left to the CPU script, benchmarks/central_result.sh.
 # A cell with a committed record (docs/results/runs, docs/results/gpu/runs; trained on any
 # machine: the device is no part of a run's identity) is taken, not trained again. Afterwards,
 # keep the new records where the reports find them:
@@ -40,4 +46,11 @@ part curve-short --curve 0.4,2,5 --seeds 0 &
 part curve-e20 --curve 20 --seeds 0 &
 part curve-e40 --curve 40 --seeds 0 &
 part curve-supervised --curve 0.4,2,5,10 --seeds 0 --teacher "$SUPERVISED" &
+part curve-e40-s1 --curve 40 --seeds 1 --jobs 2 &
+part curve-e40-s2 --curve 40 --seeds 2 --jobs 4 &
+(
+  EXTRA="${G[*]}" RUNS=$PARTS timeout "$BUDGET" bash benchmarks/ablations_e40.sh \
+    > "$PARTS/ablations-e40.log" 2>&1
+  echo "ablations-e40: rc=$? after ${SECONDS}s"
+) &
 wait
