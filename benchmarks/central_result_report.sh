@@ -59,7 +59,8 @@ ablations e40 40 || true
 if ablations long 10; then
   # where the ablation students attend: the runs here with weights are measured, the report's
   # other rows kept as they were (a checkout with records only adds nothing)
-  RUNS=$RUNS bash benchmarks/locality_long.sh > /dev/null || echo "analysis/locality-long not updated (the reason above)"
+  RUNS=$RUNS bash benchmarks/locality_long.sh > /dev/null ||
+    echo "analysis/locality-long not updated (the reason above)"
 fi
 if compgen -G "$RUNS/grad-probe/*/seed*/metrics.jsonl" > /dev/null; then
   python benchmarks/grad_probe_report.py --runs "$RUNS/grad-probe" > /dev/null

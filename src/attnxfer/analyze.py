@@ -198,18 +198,20 @@ def _kept_locality(path: Path, data: str, split: str | None) -> dict[str, Any]:
         return {}
     try:
         old = json.loads(path.read_text())
-        old["models"], old["images"], old["data"]
+        models, images, old_data = old["models"], old["images"], old["data"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
+        why = f"no key {e}" if isinstance(e, KeyError) else str(e)
         raise AttnxferError(
-            f"--update: {path} is not a locality report ({e}): remove it, or pass another --out"
+            f"--update: {path} is not a locality report ({why}): remove it, or pass another --out"
         ) from None
-    if old["data"] != data or old.get("split", split) != split:
+    old_split = old.get("split", split)
+    if (old_data, old_split) != (data, split):
         raise AttnxferError(
-            f"--update: {path} measured {old['data']} (split {old.get('split') or 'default'}), "
+            f"--update: {path} measured {old_data} (split {old_split or 'default'}), "
             f"not {data} (split {split or 'default'}): pass the same --data and --split, "
             "or another --out"
         )
-    return {"models": old["models"], "images": old["images"]}
+    return {"models": models, "images": images}
 
 
 LOCALITY = {
