@@ -246,6 +246,11 @@ def test_analyze_commands(tmp_path, capsys, teacher_file):
     assert cli(*loc, "--split", "train", "--images", "8", f"teacher={teacher_file}") == 2
     assert "pass the same --data and --split" in capsys.readouterr().err
     assert json.loads((where / "locality.json").read_text()) == updated  # nothing lost
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "locality.json").write_text('{"rows": []}')
+    assert cli(*loc[:4], "--out", str(other), "--update", "--images", "8", str(teacher_file)) == 2
+    assert "is not a locality report (no key 'models')" in capsys.readouterr().err
     capsys.readouterr()
     assert (
         cli(
