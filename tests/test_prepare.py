@@ -13,7 +13,7 @@ from PIL import Image
 from attnxfer.config import DataConfig
 from attnxfer.data import raw_dataset
 from attnxfer.errors import AttnxferError
-from attnxfer.prepare import cifar10_c, digits_shift, prepare
+from attnxfer.prepare import cifar10_c, digits_shift, missing_data_hint, prepare
 
 
 def _png(size=32, seed=0) -> bytes:
@@ -134,3 +134,19 @@ def test_missing_archives_and_unknown_names_are_clear(tmp_path):
         prepare("imagenet", tmp_path, tmp_path / "cache")
     with pytest.raises(AttnxferError, match="prepare cifar10-jpeg' first"):
         prepare("cifar10-c", tmp_path, tmp_path / "cache")
+
+
+def test_a_missing_data_folder_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = DataConfig(name="imagefolder", root="~/.cache/attnxfer/cifar10-jpeg")
+    with pytest.raises(
+        AttnxferError, match="train does not exist; make it with 'attnxfer prepare cifar10-jpeg'"
+    ):
+        raw_dataset(cfg, "train")
+    assert "prepare digits-shift" in missing_data_hint(tmp_path / ".cache/attnxfer/mnist-m/test")
+    # prepared, but not the split asked for; or not a prepared set at all: the layout to give
+    (tmp_path / ".cache/attnxfer/cifar10-jpeg").mkdir(parents=True)
+    for elsewhere in ("~/.cache/attnxfer/cifar10-jpeg/val", "~/.cache/attnxfer/mine", tmp_path):
+        assert missing_data_hint(elsewhere) == (
+            "point data.root at a folder of root/<split>/<class>/<image>"
+        )

@@ -26,6 +26,7 @@ from torchvision.transforms import Compose
 from . import tensordata
 from .config import DataConfig
 from .errors import AttnxferError
+from .prepare import missing_data_hint
 from .tensordata import to_rgb
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root: Path, classes: list[str] | None, bad_images: str) -> None:
         if not root.is_dir():
-            raise AttnxferError(f"data folder {root} does not exist")
+            raise AttnxferError(f"data folder {root} does not exist; {missing_data_hint(root)}")
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
         if not found:
             raise AttnxferError(f"data folder {root} has no class sub-folders (root/<class>/*)")

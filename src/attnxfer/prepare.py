@@ -229,6 +229,29 @@ def imagenet_sample(source: Path, cache: Path) -> Path:
 
 
 TARGETS = ("cifar10-jpeg", "tiny-imagenet", "cifar10-c", "digits-shift", "imagenet-sample")
+#: the folders that each target writes in the cache
+WRITES = {
+    "cifar10-jpeg": "cifar10-jpeg",
+    "tiny-imagenet": "tiny-imagenet",
+    "cifar10-c": "cifar10-c",
+    "mnist": "digits-shift",
+    "usps": "digits-shift",
+    "mnist-m": "digits-shift",
+    "imagenet-sample": "imagenet-sample",
+}
+
+
+def missing_data_hint(root: Path) -> str:
+    """How to make a data folder that does not exist: the ``attnxfer prepare`` command that writes
+    it when it lies in a prepared set not made yet, else the layout a data folder must have."""
+    cache = DEFAULT_CACHE.expanduser().resolve()
+    try:
+        inside = Path(root).expanduser().resolve().relative_to(cache)
+    except ValueError:
+        inside = None
+    if inside and inside.parts[0] in WRITES and not (cache / inside.parts[0]).exists():
+        return f"make it with 'attnxfer prepare {WRITES[inside.parts[0]]}'"
+    return "point data.root at a folder of root/<split>/<class>/<image>"
 
 
 def prepare(name: str, source: Path = DEFAULT_SOURCE, cache: Path = DEFAULT_CACHE) -> None:
