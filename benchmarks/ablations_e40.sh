@@ -6,6 +6,7 @@
 # decay, which cost it 3.38 points at 10 epochs? The decayed row is the curve's own copy student.
 #   bash benchmarks/ablations_e40.sh [name ...]      # default: copy_decay; restartable
 #   FINISHED_ONLY=1 bash benchmarks/ablations_e40.sh  # train nothing: the cells finished so far
+#   SEEDS=0,1 bash benchmarks/ablations_e40.sh copy_decay  # more seeds (default: 0)
 #   PLAN=1 bash benchmarks/ablations_e40.sh           # what each cell would do
 #   EXTRA=run.device=cuda bash benchmarks/ablations_e40.sh  # more overrides for every cell
 # Cells are taken from the records of runs finished elsewhere (docs/results/runs, and
@@ -19,7 +20,7 @@ names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(copy_decay)
 RECIPE=configs/cifar10/student_cpu_long.yaml \
   TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
-  TABLE="$RUNS/schedule-curve" OUT="$RUNS/ablations-e40" SEEDS=0 \
+  TABLE="$RUNS/schedule-curve" OUT="$RUNS/ablations-e40" SEEDS="${SEEDS:-0}" \
   REUSE="docs/results/runs docs/results/gpu/runs" \
   EXTRA="data.train_subset=null optim.epochs=40 optim.warmup_epochs=4.0 ${EXTRA:-}" \
   bash benchmarks/ablations.sh "${names[@]}"

@@ -5,6 +5,7 @@
 # `lambda`:
 #   bash benchmarks/ablations_e5.sh [name ...]      # default: layers; restartable
 #   FINISHED_ONLY=1 bash benchmarks/ablations_e5.sh  # train nothing: the cells finished so far
+#   SEEDS=0,1 bash benchmarks/ablations_e5.sh lambda  # more seeds (default: 0)
 # then: python benchmarks/ablations_report.py --runs runs/ablations-e5 \
 #         --main docs/results/schedule_curve.json --length 5 --out docs/results/ablations_e5
 set -euo pipefail
@@ -14,6 +15,6 @@ names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(layers)
 RECIPE=configs/cifar10/student_cpu_long.yaml \
   TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
-  TABLE="$RUNS/schedule-curve" OUT="$RUNS/ablations-e5" SEEDS=0 REUSE=docs/results/runs \
+  TABLE="$RUNS/schedule-curve" OUT="$RUNS/ablations-e5" SEEDS="${SEEDS:-0}" REUSE=docs/results/runs \
   EXTRA="data.train_subset=null optim.epochs=5 optim.warmup_epochs=0.5" \
   bash benchmarks/ablations.sh "${names[@]}"

@@ -14,7 +14,9 @@
 #       # distilled baseline's seeds 1 and 2 are the long table's
 # then: python benchmarks/ablations_report.py --runs runs/ablations-long \
 #         --main docs/results/schedule_curve.json --length 10 --out docs/results/ablations_long
-#   (with more seeds, --main docs/results/reproduce_cpu_long.json: the long table's 3 seeds)
+#   (the curve's 10-epoch point holds the long table's 3 seeds: each row is measured against the
+#   scratch and fine-tune students of its own seeds; benchmarks/central_result_report.sh
+#   tabulates each sweep over every seed its cells have)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}

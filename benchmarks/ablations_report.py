@@ -224,7 +224,7 @@ def markdown(report: dict) -> str:
             rerun = report.get("rerun", "bash benchmarks/ablations.sh")
             lines += [
                 "",
-                f"Still to train: {'; '.join(a['unfinished'])} (`{rerun} {a['name']}`).",
+                f"Rows still to train: {'; '.join(a['unfinished'])} (`{rerun} {a['name']}`).",
             ]
         lines += [
             "",

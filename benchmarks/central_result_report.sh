@@ -3,7 +3,8 @@
 # finished run in docs/results/runs/ (so no later checkout trains them again), and rewrite the
 # reports in docs/results/ from the runs finished so far: the schedule curves of both teachers,
 # the two-teacher comparison, the long-tier table as far as it has come, each 5-epoch, 40-epoch
-# and long-recipe ablation begun in this checkout (and where the long recipe's students attend),
+# and long-recipe ablation begun in this checkout, each over every seed its cells have (and where
+# the long recipe's students attend),
 # the gradient probes (benchmarks/grad_probe.sh), the 40-epoch students over their schedule
 # (benchmarks/trajectories.py) and the teacher's card with its students.
 # Trains nothing; evaluates each ensemble once.
@@ -38,6 +39,13 @@ fi
 python benchmarks/curve_teachers.py docs/results/schedule_curve.json \
   docs/results/schedule_curve_supervised.json --labels "MAE (200 ep),supervised" \
   --out docs/results/schedule_curve_teachers
+seeds() {  # seeds KIND NAME: the seeds of the sweep's own cells here or kept, e.g. 0,1,2
+  local dir found=(0)
+  for dir in "$RUNS/ablations-$1/$2"/*/seed*/ "$KEPT/ablations-$1/$2"/*/seed*/; do
+    [ -d "$dir" ] && found+=("$(basename "$dir" | sed 's/^seed//')")
+  done
+  printf '%s\n' "${found[@]}" | sort -un | paste -sd, -
+}
 ablations() {  # ablations KIND EPOCHS: each ablation with a folder under $RUNS/ablations-KIND
   # or kept records under $KEPT/ablations-KIND, run with benchmarks/ablations_KIND.sh, reported
   # against the curve's point at EPOCHS; returns 1 when there is nothing to report
@@ -49,7 +57,10 @@ ablations() {  # ablations KIND EPOCHS: each ablation with a folder under $RUNS/
   # features: both its cells are the long table's, so it has no folder of its own to find
   [ "$kind" = long ] && [[ " ${names[*]} " != *" features "* ]] && names+=(features)
   [ ${#names[@]} -gt 0 ] || return 1
-  RUNS=$RUNS FINISHED_ONLY=1 bash "benchmarks/ablations_$kind.sh" "${names[@]}" || return 1
+  for name in "${names[@]}"; do  # each over the seeds its own cells have (seed 0 at least)
+    RUNS=$RUNS SEEDS=$(seeds "$kind" "$name") FINISHED_ONLY=1 \
+      bash "benchmarks/ablations_$kind.sh" "$name" || return 1
+  done
   python benchmarks/ablations_report.py --runs "$RUNS/ablations-$kind" \
     --main docs/results/schedule_curve.json --length "$epochs" \
     --out "docs/results/ablations_$kind" --rerun "bash benchmarks/ablations_$kind.sh" || exit 1
