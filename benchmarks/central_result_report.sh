@@ -42,7 +42,7 @@ python benchmarks/curve_teachers.py docs/results/schedule_curve.json \
 seeds() {  # seeds KIND NAME: the seeds of the sweep's own cells here or kept, e.g. 0,1,2
   local dir found=(0)
   for dir in "$RUNS/ablations-$1/$2"/*/seed*/ "$KEPT/ablations-$1/$2"/*/seed*/; do
-    [ -d "$dir" ] && found+=("$(basename "$dir" | sed 's/^seed//')")
+    [ -d "$dir" ] && dir=${dir%/} && found+=("${dir##*/seed}")
   done
   printf '%s\n' "${found[@]}" | sort -un | paste -sd, -
 }
