@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from attnxfer import checkpoint as C
 from attnxfer.checkpoint import list_checkpoints, verify
+from attnxfer.engine import Trainer
 
 RUN = [
     *TINY_STUDENT,
@@ -59,6 +60,105 @@ def test_corrupt_checkpoints_are_detected_and_resume_falls_back(tmp_path, caplog
     )
     again = load_file(list_checkpoints(out)[-1] / "student.safetensors")
     assert all(torch.equal(final[k], again[k]) for k in final)  # same weights as before the damage
+
+
+def test_sigterm_stops_with_a_checkpoint_of_the_step_reached(tmp_path, monkeypatch, capsys):
+    """SIGTERM while training: the run saves the step it reached (13, between the checkpoints
+    it makes every 10 steps), exits 143 with one line, and, resumed, ends with exactly the weights
+    of an uninterrupted run; the signal's handling is put back as it was."""
+    args = ["train", *RUN, "optim.epochs=2", "data.mixup=0.5", "run.ema_decay=0.9"]
+    ref = tmp_path / "ref"
+    assert cli(*args, f"run.output={ref}") == 0
+    before = signal.getsignal(signal.SIGTERM)
+    update = Trainer._update
+
+    def update_then_sigterm(self):
+        update(self)
+        if self.progress.step == 13:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "_update", update_then_sigterm)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert cli(*args, f"run.output={out}") == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    err = capsys.readouterr().err.strip().splitlines()
+    saved = out / "checkpoints" / "step_000000013"
+    assert err[-1] == (
+        f"attnxfer: stopped by SIGTERM at step 13 of 90, checkpoint {saved} saved: the same "
+        "command with --resume auto continues from it"
+    )
+    assert list_checkpoints(out)[-1] == saved and verify(saved) is None
+    assert not (out / "summary.json").exists()
+    monkeypatch.undo()
+    assert cli(*args, f"run.output={out}", "--resume", "auto") == 0
+    a = load_file(list_checkpoints(ref)[-1] / "student.safetensors")
+    b = load_file(list_checkpoints(out)[-1] / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_job_with_data_workers(tmp_path):
+    """A scheduler signals every process of a job, data-loading workers too: the run still
+    stops cleanly at the step it reached (a worker killed by it would fail that step instead),
+    and resumes to the end."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "attnxfer", "train", *RUN, "optim.epochs=3"]
+    cmd += ["data.num_workers=1", f"run.output={out}", "--resume", "auto"]
+    proc = subprocess.Popen(
+        cmd,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while not list_checkpoints(out):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "attnxfer: stopped by SIGTERM at step " in err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in done.stderr
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_torchrun_job_stops_every_process_at_one_step(tmp_path, teacher_file):
+    """torchrun passes SIGTERM on to its workers, which may take it at different steps: they
+    agree on one, rank 0 saves it, and the run resumes from it to the end."""
+    out = tmp_path / "ddp"
+    cmd = [*torchrun(2), "train", *RUN, f"teacher.source={teacher_file}"]
+    cmd += ["transfer.mode=distill", "optim.epochs=3", "data.batch_size=16", f"run.output={out}"]
+    proc = subprocess.Popen(
+        cmd,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while not list_checkpoints(out):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    stops = [line for line in err.splitlines() if "attnxfer: stopped by SIGTERM at step" in line]
+    assert len(stops) == 2, err[-3000:]  # both ranks, at the same step
+    steps = {line.split(" at step ")[1].split()[0] for line in stops}
+    assert len(steps) == 1
+    assert not (out / "summary.json").exists()
+    newest = list_checkpoints(out)[-1]
+    done = subprocess.run([*cmd, "--resume", "auto"], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {newest}" in done.stderr
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 3
 
 
 def test_incomplete_checkpoint_directory_is_ignored(tmp_path):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_STUDENT, cli
+from helpers import ENV, TINY_STUDENT, cli
 
+from attnxfer.checkpoint import list_checkpoints
 from attnxfer.config import dump_config, load_config
 from attnxfer.errors import AttnxferError
 from attnxfer.report import cpu_name, device_name, mean_std, trained_on, trained_on_text
@@ -272,6 +277,45 @@ def test_a_failing_run_stops_the_runs_beside_it(tmp_path):
         run_cells([long, broken, later], tmp_path, jobs=2)
     assert not (tmp_path / "long" / "summary.json").exists()
     assert not (tmp_path / "later").exists() and not (tmp_path / "later.log").exists()
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_to_a_sweep_stops_its_running_cells_with_checkpoints(tmp_path, request, jobs):
+    """SIGTERM to the sweep's process alone (not its group): each running cell saves the step it
+    reached and ends, no other starts, and the sweep exits 143 with one line."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "attnxfer", "sweep", "--out", str(out), "--jobs", str(jobs)]
+    cmd += ["--grid", "optim.lr=1e-3,2e-3,3e-3", *TINY_STUDENT, "transfer.mode=scratch"]
+    cmd += ["optim.epochs=2000"]  # never finishes
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    request.addfinalizer(lambda: _kill_group(proc.pid))  # whatever this test left running
+    first = [out / f"lr={lr}" / "seed0" for lr in ("1e-3", "2e-3")[:jobs]]
+    deadline = time.time() + 120
+    while not all(list_checkpoints(run) for run in first):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        "attnxfer: stopped by SIGTERM: each running cell saved a checkpoint of the step it "
+        "reached; the same command continues them (finished cells are kept)"
+    )
+    for run in first:
+        log = (run.parent / "seed0.log").read_text()
+        assert "attnxfer: stopped by SIGTERM at step " in log
+        assert not (run / "summary.json").exists()
+        step = int(log.split(" at step ")[1].split()[0])
+        assert list_checkpoints(run)[-1].name == f"step_{step:09d}"
+    assert not (out / "lr=3e-3").exists()
 
 
 def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):

@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import AttnxferError
+from .errors import AttnxferError, Stopped
 
 Subparsers = argparse._SubParsersAction
 
@@ -690,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     except AttnxferError as e:
         print(f"attnxfer: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        print(f"attnxfer: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("attnxfer: interrupted", file=sys.stderr)
         return 130

@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -41,7 +43,7 @@ from .data import (
     training_set,
     training_subset,
 )
-from .errors import AttnxferError
+from .errors import AttnxferError, Stopped
 from .inference import evaluate
 from .models import spec_of
 from .report import device_name
@@ -214,6 +216,7 @@ class Trainer:
         self.step_model = torch.compile(self.ddp) if cfg.run.compile else self.ddp
         self.progress = Progress()
         self._clock: tuple[float, float] | None = None  # set by fit()
+        self._stop_signal: int | None = None  # set by a SIGTERM while fit() runs
         if ckpt is not None:
             self._restore(ckpt)
         if self.d.main:
@@ -240,6 +243,7 @@ class Trainer:
             num_workers=cfg.data.num_workers,
             collate_fn=collate,
             drop_last=True,
+            worker_init_fn=_leave_sigterm_to_the_trainer,
             # its own generator: creating an iterator must not draw from the global RNG,
             # or a run resumed mid-epoch would diverge (augmentation is seeded per sample)
             generator=torch.Generator().manual_seed(cfg.run.seed),
@@ -251,6 +255,7 @@ class Trainer:
             sampler=val_sampler,
             num_workers=cfg.data.num_workers,
             collate_fn=collate,
+            worker_init_fn=_leave_sigterm_to_the_trainer,
             generator=torch.Generator().manual_seed(0),
         )
         self.batches_per_epoch = len(self.train_set) // d.world // b
@@ -394,6 +399,47 @@ class Trainer:
         if self.d.main:
             log.info("resumed from %s (step %d)", ckpt, self.progress.step)
 
+    # -- stopping on request -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _stop_on_sigterm(self):
+        """While training, SIGTERM (what a batch scheduler sends before it preempts or cancels a
+        job, and ``attnxfer sweep`` when another cell fails) stops the run after the step in
+        progress, with a checkpoint of that step, instead of killing it and losing the steps since
+        the last checkpoint. Only a main thread can take signals: elsewhere nothing changes."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._ask_to_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _ask_to_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is None:
+            log.warning("%s: stopping after this step, with a checkpoint of it", _name(signum))
+        self._stop_signal = signum
+
+    def _stop_asked(self) -> bool:
+        """Whether a stop was asked for, here or on any other process: they must all stop at the
+        same step, so each step shares the request (one number, all-reduced as the loss's
+        finiteness is)."""
+        asked = float(self._stop_signal is not None)
+        return (all_reduce([asked], self.d)[0] if self.d.world > 1 else asked) > 0
+
+    def _stop(self, saved: Path | None) -> NoReturn:
+        """Save a checkpoint of this step (unless ``saved`` is one) and raise :class:`Stopped`."""
+        saved = saved or self.save()
+        p, signum = self.progress, self._stop_signal or signal.SIGTERM  # or another process's
+        where = f"checkpoint {saved}" if saved else f"rank 0's checkpoint in {self.run_dir}"
+        raise Stopped(
+            f"stopped by {_name(signum)} at step {p.step} of "
+            f"{self.steps_per_epoch * self.cfg.optim.epochs}, {where} saved: the same command "
+            "with --resume auto continues from it",
+            signum,
+        )
+
     # -- the loop ---------------------------------------------------------------------------
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -419,16 +465,19 @@ class Trainer:
             )
         self._clock = (p.seconds, time.time())  # earlier invocations' time, this one's start
         results: dict[str, Any] = {}
-        while p.epoch < cfg.optim.epochs:
-            self.train_one_epoch()
-            p.epoch += 1
-            p.batch_in_epoch = 0
-            if p.epoch % cfg.run.eval_every == 0 or p.epoch == cfg.optim.epochs:
-                results = self.evaluate_all()
-                self._log({"epoch": p.epoch, "step": p.step, **results})
-                if self.d.main:
-                    log.info("epoch %d: %s", p.epoch, _fmt(results))
-            self.save()
+        with self._stop_on_sigterm():
+            while p.epoch < cfg.optim.epochs:
+                self.train_one_epoch()
+                p.epoch += 1
+                p.batch_in_epoch = 0
+                if p.epoch % cfg.run.eval_every == 0 or p.epoch == cfg.optim.epochs:
+                    results = self.evaluate_all()
+                    self._log({"epoch": p.epoch, "step": p.step, **results})
+                    if self.d.main:
+                        log.info("epoch %d: %s", p.epoch, _fmt(results))
+                saved = self.save()
+                if p.epoch < cfg.optim.epochs and self._stop_asked():
+                    self._stop(saved)
         base, start = self._clock
         summary = {
             "epochs": p.epoch,
@@ -502,8 +551,11 @@ class Trainer:
                     ips=f"{rate:.0f}",
                 )
             bar.update(accum)
+            saved = None
             if cfg.run.ckpt_every_steps and p.step % cfg.run.ckpt_every_steps == 0:
-                self.save()
+                saved = self.save()
+            if self._stop_asked():
+                self._stop(saved)
 
     def _accumulate(self, batches, accum: int) -> dict[str, Any]:
         """Forward and backward ``accum`` micro-batches; gradients sync on the last one."""
@@ -641,6 +693,17 @@ def swapped_weights(module: nn.Module, weights: dict[str, torch.Tensor]):
         yield module
     finally:
         module.load_state_dict(saved)
+
+
+def _name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def _leave_sigterm_to_the_trainer(worker_id: int) -> None:
+    """A data-loading worker ignores SIGTERM: a scheduler signals every process of a job, and a
+    worker that died of it would fail the step the trainer finishes before it stops. The
+    trainer ends its workers when it stops, and a worker whose trainer is gone ends itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _fmt(results: dict[str, float]) -> str:

@@ -15,6 +15,7 @@ a finished run there (everything but ``run.output``) takes that run's result and
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import itertools
 import json
@@ -22,6 +23,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import config_from_dict, load_config, parse_override, read_yaml
-from .errors import AttnxferError
+from .errors import AttnxferError, Stopped
 from .report import figure, hardware, pm, provenance, summarise, table, trained_on, write_results
 
 log = logging.getLogger(__name__)
@@ -188,7 +190,7 @@ class _Processes:
     all and is the one raised."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered by a SIGTERM taken while it is held
         self.running: set[subprocess.Popen] = set()
         self.error: BaseException | None = None
 
@@ -205,8 +207,8 @@ class _Processes:
                 self.running.discard(proc)
 
     def fail(self, error: BaseException) -> None:
-        """Record the first failure, stop every running cell (SIGTERM; each resumes from its
-        newest checkpoint, which is never half-written) and start no other."""
+        """Record the first failure, stop every running cell (SIGTERM: each saves a checkpoint of
+        the step it reached, and resumes from it) and start no other."""
         with self.lock:
             if self.error is None:
                 self.error = error
@@ -302,20 +304,66 @@ def run_cells(
 
     With ``jobs`` > 1 each cell runs in its own process with its share of the CPU cores, or its
     own GPU (:func:`job_env`): on a CPU, two 1-thread trainings of a small ViT do more steps
-    together than one 2-thread one. The first failure stops the other running cells (they
-    resume from their checkpoints when the command runs again) and is raised."""
+    together than one 2-thread one. The first failure stops the other running cells (each saves
+    a checkpoint of the step it reached, and resumes from it when the command runs again) and is
+    raised; so does a SIGTERM to this process (raised as :class:`Stopped`)."""
     if jobs < 1:
         raise AttnxferError(f"--jobs {jobs}: give 1 or more cells to train at a time")
-    if jobs == 1:
-        summaries = {}
-        for i, cell in enumerate(cells, 1):
-            log.info("%s %d/%d (%s)", what, i, len(cells), cell.name)
-            summaries[cell.name] = run_cell(cell, root, reuse)
-        return summaries
+    processes = _Processes()
+    with _stop_cells_on_sigterm(processes):
+        if jobs == 1:
+            summaries = {}
+            for i, cell in enumerate(cells, 1):
+                log.info("%s %d/%d (%s)", what, i, len(cells), cell.name)
+                try:
+                    summaries[cell.name] = run_cell(cell, root, reuse, processes=processes)
+                except AttnxferError:
+                    if isinstance(processes.error, Stopped):
+                        raise processes.error from None
+                    raise
+            return summaries
+        return _run_in_parallel(cells, root, reuse, jobs, what, processes)
+
+
+@contextlib.contextmanager
+def _stop_cells_on_sigterm(processes: _Processes):
+    """SIGTERM to the sweep (not only to its whole process group) stops its running cells,
+    each with a checkpoint of the step it reached, and then the sweep, with one line. Only a
+    main thread can take signals: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        processes.fail(
+            Stopped(
+                f"stopped by {signal.Signals(signum).name}: each running cell saved a checkpoint "
+                "of the step it reached; the same command continues them (finished cells are "
+                "kept)",
+                signum,
+            )
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_in_parallel(
+    cells: list[Cell],
+    root: Path,
+    reuse: dict[str, Path] | None,
+    jobs: int,
+    what: str,
+    processes: _Processes,
+) -> dict[str, dict[str, Any]]:
+    """:func:`run_cells` with ``jobs`` > 1: a thread per job slot, each waiting on its cell's
+    training process."""
     slots: queue.SimpleQueue = queue.SimpleQueue()
     for slot in range(jobs):
         slots.put(slot)
-    processes = _Processes()
 
     def one(i: int, cell: Cell) -> dict[str, Any] | None:
         slot = slots.get()
