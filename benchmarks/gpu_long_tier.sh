@@ -7,8 +7,9 @@
 # student kept. On an H200 with 16 cores (2026-12-04), 7 parts at once took about 200 s per
 # 3,900-step student each, so a 40-epoch student (15,600 steps) takes about 800 s.
 #   BUDGET=3600 bash benchmarks/gpu_long_tier.sh         # seconds; unfinished parts stop there
-# Every run checkpoints at each epoch's end: on a machine that keeps runs/ between commands
-# (a warm device), the same command again resumes where the budget stopped it. The parts
+# At the budget's end `timeout` sends SIGTERM, and every run still training saves a checkpoint of
+# the step it reached: on a machine that keeps runs/ between commands (a warm device), the same
+# command again resumes there. The parts
 # finished already take their cells from the records in seconds; what is left (2026-12): the
 # 40-epoch point's seeds 1 (scratch, copy) and 2 (all four), and copy without its lr decay at
 # 40 epochs (benchmarks/ablations_e40.sh), seven students at once. The 80-epoch point (about
