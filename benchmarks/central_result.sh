@@ -2,8 +2,11 @@
 # The central result at small scale, end to end, in the order that gives evidence soonest; every
 # step is restartable and skipped once done, so run it again (each session) until it prints
 # "all done":
-#   nohup bash benchmarks/central_result.sh >> runs/central_result.log 2>&1 &
-#   JOBS=2 nohup bash benchmarks/central_result.sh ...   # two students at a time
+#   setsid nohup bash benchmarks/central_result.sh >> runs/central_result.log 2>&1 &
+#   JOBS=2 setsid nohup bash benchmarks/central_result.sh ...   # two students at a time
+#   kill -TERM -- -PID    # stop it (PID: the script's, the leader of its own process group
+#                         # under setsid): each student in training saves the step it reached,
+#                         # and the next start resumes from there
 # 1. the long CIFAR-10 MAE teacher (configs/cifar10/mae_teacher_long.yaml, 200 epochs), then
 #    its copy in teachers/cifar10-mae-d128-l4-e200/
 # 2. the schedule curve's shorter lengths, 0.4, 2 and 5 epochs, seed 0 (the first evidence)
