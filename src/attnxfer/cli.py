@@ -67,8 +67,8 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="auto|PATH",
-        help="'auto': continue from the newest good checkpoint in run.output; or a "
-        "checkpoint directory",
+        help="'auto': continue from the newest good checkpoint in run.output (SIGTERM stops "
+        "a run with a checkpoint of the step it reached); or a checkpoint directory",
     )
     parser.add_argument(
         "overrides",
