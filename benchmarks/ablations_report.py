@@ -159,6 +159,7 @@ def collect(runs: Path, main: dict, length: float | None = None) -> dict:
                 "fixed": result["fixed"],
                 "rows": rows,
                 "unfinished": unfinished(result),
+                "seeds": result.get("seeds", []),  # the sweep's, each row's being fewer or all
                 "command": result["command"],
                 "hardware": result.get("hardware", ""),
                 **({"trained_on": result["trained_on"]} if "trained_on" in result else {}),
@@ -222,6 +223,8 @@ def markdown(report: dict) -> str:
             )
         if a.get("unfinished"):
             rerun = report.get("rerun", "bash benchmarks/ablations.sh")
+            seeds = ",".join(map(str, a.get("seeds") or []))
+            rerun = f"SEEDS={seeds} {rerun}" if seeds else rerun  # the sweep's own seeds
             lines += [
                 "",
                 f"Rows still to train: {'; '.join(a['unfinished'])} (`{rerun} {a['name']}`).",

@@ -163,7 +163,8 @@ def test_ablations_report_gives_each_row_its_share_of_the_gap(tmp_path):
     assert "| 1 | 32.50 ± 0.50 | 25% | 2 |" in text
     assert "| all (main-table runs) | 41.00 ± 0.00 | 110% | 2 |" in text
     assert "| 2 | 35.00 ± 0.00 | 50% | 1 |" in text
-    assert "Rows still to train: 2 (seed 1); 3 (`bash benchmarks/ablations.sh heads`)." in text
+    rerun = "`SEEDS=0,1 bash benchmarks/ablations.sh heads`"  # the command that trains them
+    assert f"Rows still to train: 2 (seed 1); 3 ({rerun})." in text
     assert "Trained on: CPU Y" in text and "Report written on: CPU X" in text
     assert "`bash benchmarks/ablations.sh layers`" in text  # not run yet: its command
     saved = json.loads(out.with_suffix(".json").read_text())
