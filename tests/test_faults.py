@@ -97,14 +97,10 @@ def test_sigterm_stops_with_a_checkpoint_of_the_step_reached(tmp_path, monkeypat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
-def test_sigterm_to_the_whole_job_with_data_workers(tmp_path):
-    """A scheduler signals every process of a job, data-loading workers too: the run still
-    stops cleanly at the step it reached (a worker killed by it would fail that step instead),
-    and resumes to the end."""
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "attnxfer", "train", *RUN, "optim.epochs=2"]
-    cmd += ["data.num_workers=1", f"run.output={out}", "--resume", "auto"]
+def _sigterm_to_the_job_at_its_first_checkpoint(cmd: list[str], out: Path) -> tuple[int, str]:
+    """Start ``cmd`` in a process group of its own, send SIGTERM to the whole group once the run
+    in ``out`` has a checkpoint (a scheduler signals every process of a job), wait for it to
+    end; returns its exit status and its standard error."""
     proc = subprocess.Popen(
         cmd,
         env=ENV,
@@ -119,7 +115,19 @@ def test_sigterm_to_the_whole_job_with_data_workers(tmp_path):
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_job_with_data_workers(tmp_path):
+    """A scheduler signals every process of a job, data-loading workers too: the run still
+    stops cleanly at the step it reached (a worker killed by it would fail that step instead),
+    and resumes to the end."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "attnxfer", "train", *RUN, "optim.epochs=2"]
+    cmd += ["data.num_workers=1", f"run.output={out}", "--resume", "auto"]
+    code, err = _sigterm_to_the_job_at_its_first_checkpoint(cmd, out)
+    assert code == 128 + signal.SIGTERM, err[-2000:]
     assert "attnxfer: stopped by SIGTERM at step " in err.strip().splitlines()[-1]
     assert "Traceback" not in err
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
@@ -135,20 +143,7 @@ def test_sigterm_to_a_torchrun_job_stops_every_process_at_one_step(tmp_path, tea
     out = tmp_path / "ddp"
     cmd = [*torchrun(2), "train", *RUN, f"teacher.source={teacher_file}"]
     cmd += ["transfer.mode=distill", "optim.epochs=2", "data.batch_size=16", f"run.output={out}"]
-    proc = subprocess.Popen(
-        cmd,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.time() + 120
-    while not list_checkpoints(out):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = _sigterm_to_the_job_at_its_first_checkpoint(cmd, out)  # torchrun's status
     stops = [line for line in err.splitlines() if "attnxfer: stopped by SIGTERM at step" in line]
     assert len(stops) == 2, err[-3000:]  # both ranks, at the same step
     steps = {line.split(" at step ")[1].split()[0] for line in stops}
