@@ -97,10 +97,42 @@ def test_sigterm_stops_with_a_checkpoint_of_the_step_reached(tmp_path, monkeypat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _sigterm_to_the_job_at_its_first_checkpoint(cmd: list[str], out: Path) -> tuple[int, str]:
-    """Start ``cmd`` in a process group of its own, send SIGTERM to the whole group once the run
-    in ``out`` has a checkpoint (a scheduler signals every process of a job), wait for it to
-    end; returns its exit status and its standard error."""
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_with_a_checkpoint_and_a_second_stops_at_once(
+    tmp_path, monkeypatch, capsys, presses
+):
+    """Ctrl-C (SIGINT) while training stops the run as SIGTERM does (exit 130, the step reached
+    saved); a second Ctrl-C stops it at once, without that checkpoint."""
+    before = signal.getsignal(signal.SIGINT)
+    update = Trainer._update
+
+    def update_then_ctrl_c(self):
+        update(self)
+        if self.progress.step == 13:
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "_update", update_then_ctrl_c)
+    out = tmp_path / "run"
+    assert cli("train", *RUN, f"run.output={out}") == 128 + signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is before
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    if presses == 1:
+        assert last.startswith("attnxfer: stopped by SIGINT at step 13 of 45, checkpoint ")
+        assert list_checkpoints(out)[-1].name == "step_000000013"
+    else:
+        assert last == "attnxfer: interrupted"
+        assert list_checkpoints(out)[-1].name == "step_000000010"
+
+
+def _signal_the_job_at_its_next_checkpoint(
+    cmd: list[str], out: Path, signum: int
+) -> tuple[int, str]:
+    """Start ``cmd`` in a process group of its own, send ``signum`` to the whole group once the
+    run in ``out`` has a new checkpoint (a scheduler signals every process of a job, a terminal's
+    Ctrl-C every process of its foreground job), wait for it to end; returns its exit status and
+    its standard error."""
+    before = list_checkpoints(out)
     proc = subprocess.Popen(
         cmd,
         env=ENV,
@@ -110,26 +142,28 @@ def _sigterm_to_the_job_at_its_first_checkpoint(cmd: list[str], out: Path) -> tu
         start_new_session=True,
     )
     deadline = time.time() + 120
-    while not list_checkpoints(out):
+    while list_checkpoints(out) == before:
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_whole_job_with_data_workers(tmp_path):
-    """A scheduler signals every process of a job, data-loading workers too: the run still
-    stops cleanly at the step it reached (a worker killed by it would fail that step instead),
-    and resumes to the end."""
+def test_sigint_then_sigterm_to_the_whole_job_with_data_workers(tmp_path):
+    """Ctrl-C and a scheduler's SIGTERM reach every process of a job, data-loading workers too:
+    the run still stops cleanly at the step it reached (a worker killed by the signal would fail
+    that step instead), each time, and resumes to the end."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "attnxfer", "train", *RUN, "optim.epochs=2"]
     cmd += ["data.num_workers=1", f"run.output={out}", "--resume", "auto"]
-    code, err = _sigterm_to_the_job_at_its_first_checkpoint(cmd, out)
-    assert code == 128 + signal.SIGTERM, err[-2000:]
-    assert "attnxfer: stopped by SIGTERM at step " in err.strip().splitlines()[-1]
-    assert "Traceback" not in err
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        code, err = _signal_the_job_at_its_next_checkpoint(cmd, out, signum)
+        assert code == 128 + signum, err[-2000:]
+        name = signal.Signals(signum).name
+        assert f"attnxfer: stopped by {name} at step " in err.strip().splitlines()[-1]
+        assert "Traceback" not in err
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from" in done.stderr
@@ -137,14 +171,15 @@ def test_sigterm_to_the_whole_job_with_data_workers(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_torchrun_job_stops_every_process_at_one_step(tmp_path, teacher_file):
-    """torchrun passes SIGTERM on to its workers, which may take it at different steps: they
-    agree on one, rank 0 saves it, and the run resumes from it to the end."""
+def test_ctrl_c_to_a_torchrun_job_stops_every_process_at_one_step(tmp_path, teacher_file):
+    """A terminal's Ctrl-C reaches torchrun, which passes it on to its workers (each in a
+    session of its own); they may take it at different steps, agree on one, rank 0 saves it, and
+    the run resumes to the end."""
     out = tmp_path / "ddp"
     cmd = [*torchrun(2), "train", *RUN, f"teacher.source={teacher_file}"]
     cmd += ["transfer.mode=distill", "optim.epochs=2", "data.batch_size=16", f"run.output={out}"]
-    _, err = _sigterm_to_the_job_at_its_first_checkpoint(cmd, out)  # torchrun's status
-    stops = [line for line in err.splitlines() if "attnxfer: stopped by SIGTERM at step" in line]
+    _, err = _signal_the_job_at_its_next_checkpoint(cmd, out, signal.SIGINT)  # torchrun's status
+    stops = [line for line in err.splitlines() if "attnxfer: stopped by SIGINT at step" in line]
     assert len(stops) == 2, err[-3000:]  # both ranks, at the same step
     steps = {line.split(" at step ")[1].split()[0] for line in stops}
     assert len(steps) == 1

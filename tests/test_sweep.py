@@ -285,10 +285,15 @@ def _kill_group(pgid: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_sigterm_to_a_sweep_stops_its_running_cells_with_checkpoints(tmp_path, request, jobs):
-    """SIGTERM to the sweep's process alone (not its group): each running cell saves the step it
-    reached and ends, no other starts, and the sweep exits 143 with one line."""
+@pytest.mark.parametrize(
+    ("jobs", "signum", "group"), [(1, signal.SIGTERM, False), (2, signal.SIGINT, True)]
+)
+def test_a_signal_to_a_sweep_stops_its_running_cells_with_checkpoints(
+    tmp_path, request, jobs, signum, group
+):
+    """SIGTERM to the sweep's process alone, or Ctrl-C (SIGINT to its whole process group, as a
+    terminal sends it): each running cell saves the step it reached and ends, no other starts,
+    and the sweep exits 128 + the signal's number with one line."""
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "attnxfer", "sweep", "--out", str(out), "--jobs", str(jobs)]
     cmd += ["--grid", "optim.lr=1e-3,2e-3,3e-3", *TINY_STUDENT, "transfer.mode=scratch"]
@@ -302,16 +307,20 @@ def test_sigterm_to_a_sweep_stops_its_running_cells_with_checkpoints(tmp_path, r
     while not all(list_checkpoints(run) for run in first):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     err = proc.communicate(timeout=120)[1].decode()
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert proc.returncode == 128 + signum, err[-2000:]
+    name = signal.Signals(signum).name
     assert err.strip().splitlines()[-1] == (
-        "attnxfer: stopped by SIGTERM: each running cell saved a checkpoint of the step it "
+        f"attnxfer: stopped by {name}: each running cell saved a checkpoint of the step it "
         "reached; the same command continues them (finished cells are kept)"
     )
     for run in first:
         log = (run.parent / "seed0.log").read_text()
-        assert "attnxfer: stopped by SIGTERM at step " in log
+        assert f"attnxfer: stopped by {name} at step " in log
         assert not (run / "summary.json").exists()
         step = int(log.split(" at step ")[1].split()[0])
         assert list_checkpoints(run)[-1].name == f"step_{step:09d}"

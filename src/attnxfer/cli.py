@@ -67,8 +67,9 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="auto|PATH",
-        help="'auto': continue from the newest good checkpoint in run.output (SIGTERM stops "
-        "a run with a checkpoint of the step it reached); or a checkpoint directory",
+        help="'auto': continue from the newest good checkpoint in run.output (SIGTERM or "
+        "Ctrl-C stops a run with a checkpoint of the step it reached; a second Ctrl-C stops "
+        "at once); or a checkpoint directory",
     )
     parser.add_argument(
         "overrides",

@@ -216,7 +216,7 @@ class Trainer:
         self.step_model = torch.compile(self.ddp) if cfg.run.compile else self.ddp
         self.progress = Progress()
         self._clock: tuple[float, float] | None = None  # set by fit()
-        self._stop_signal: int | None = None  # set by a SIGTERM while fit() runs
+        self._stop_signal: int | None = None  # set by a SIGTERM or SIGINT while fit() runs
         if ckpt is not None:
             self._restore(ckpt)
         if self.d.main:
@@ -243,7 +243,7 @@ class Trainer:
             num_workers=cfg.data.num_workers,
             collate_fn=collate,
             drop_last=True,
-            worker_init_fn=_leave_sigterm_to_the_trainer,
+            worker_init_fn=_leave_stop_signals_to_the_trainer,
             # its own generator: creating an iterator must not draw from the global RNG,
             # or a run resumed mid-epoch would diverge (augmentation is seeded per sample)
             generator=torch.Generator().manual_seed(cfg.run.seed),
@@ -255,7 +255,7 @@ class Trainer:
             sampler=val_sampler,
             num_workers=cfg.data.num_workers,
             collate_fn=collate,
-            worker_init_fn=_leave_sigterm_to_the_trainer,
+            worker_init_fn=_leave_stop_signals_to_the_trainer,
             generator=torch.Generator().manual_seed(0),
         )
         self.batches_per_epoch = len(self.train_set) // d.world // b
@@ -402,24 +402,33 @@ class Trainer:
     # -- stopping on request -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _stop_on_sigterm(self):
+    def _stop_on_signals(self):
         """While training, SIGTERM (what a batch scheduler sends before it preempts or cancels a
-        job, and ``attnxfer sweep`` when another cell fails) stops the run after the step in
-        progress, with a checkpoint of that step, instead of killing it and losing the steps since
-        the last checkpoint. Only a main thread can take signals: elsewhere nothing changes."""
+        job, and ``attnxfer sweep`` when another cell fails) and SIGINT (Ctrl-C) stop the run
+        after the step in progress, with a checkpoint of that step, instead of killing it and
+        losing the steps since the last checkpoint. A second Ctrl-C stops at once. Only a main
+        thread can take signals: elsewhere nothing changes."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGTERM, self._ask_to_stop)
+        previous = {s: signal.signal(s, self._ask_to_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     def _ask_to_stop(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self._stop_signal == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C
         if self._stop_signal is None:
-            log.warning("%s: stopping after this step, with a checkpoint of it", _name(signum))
-        self._stop_signal = signum
+            log.warning(
+                "%s: stopping after this step, with a checkpoint of it%s",
+                _name(signum),
+                " (Ctrl-C again stops at once)" if signum == signal.SIGINT else "",
+            )
+        if self._stop_signal != signal.SIGINT:  # a Ctrl-C counts, whatever came before it
+            self._stop_signal = signum
 
     def _stop_asked(self) -> bool:
         """Whether a stop was asked for, here or on any other process: they must all stop at the
@@ -465,7 +474,7 @@ class Trainer:
             )
         self._clock = (p.seconds, time.time())  # earlier invocations' time, this one's start
         results: dict[str, Any] = {}
-        with self._stop_on_sigterm():
+        with self._stop_on_signals():
             while p.epoch < cfg.optim.epochs:
                 self.train_one_epoch()
                 p.epoch += 1
@@ -699,11 +708,13 @@ def _name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-def _leave_sigterm_to_the_trainer(worker_id: int) -> None:
-    """A data-loading worker ignores SIGTERM: a scheduler signals every process of a job, and a
-    worker that died of it would fail the step the trainer finishes before it stops. The
-    trainer ends its workers when it stops, and a worker whose trainer is gone ends itself."""
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A data-loading worker ignores SIGTERM and SIGINT: a scheduler signals every process of a
+    job, and Ctrl-C every process of the terminal's foreground job; a worker that died of it
+    would fail the step the trainer finishes before it stops. The trainer ends its workers when
+    it stops, and a worker whose trainer is gone ends itself."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _fmt(results: dict[str, float]) -> str:

@@ -10,9 +10,10 @@ class AttnxferError(ValueError):
 
 
 class Stopped(Exception):
-    """Training was asked to stop by a signal (SIGTERM) and did, after saving a checkpoint of the
-    step it had reached; the same command with ``--resume auto`` continues from there. The CLI
-    prints the message and exits with status 128 + ``signum``, as the signal's default would."""
+    """Training was asked to stop by a signal (SIGTERM, or SIGINT: Ctrl-C) and did, after saving
+    a checkpoint of the step it had reached; the same command with ``--resume auto`` continues
+    from there. The CLI prints the message and exits with status 128 + ``signum``, as the
+    signal's default would."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)

@@ -215,6 +215,13 @@ class _Processes:
             for proc in self.running:
                 proc.terminate()
 
+    def kill(self) -> None:
+        """Stop every running cell at once (SIGKILL: each loses the steps since its last
+        checkpoint)."""
+        with self.lock:
+            for proc in self.running:
+                proc.kill()
+
 
 def run_cell(
     cell: Cell,
@@ -306,11 +313,11 @@ def run_cells(
     own GPU (:func:`job_env`): on a CPU, two 1-thread trainings of a small ViT do more steps
     together than one 2-thread one. The first failure stops the other running cells (each saves
     a checkpoint of the step it reached, and resumes from it when the command runs again) and is
-    raised; so does a SIGTERM to this process (raised as :class:`Stopped`)."""
+    raised; so does a SIGTERM or Ctrl-C to this process (raised as :class:`Stopped`)."""
     if jobs < 1:
         raise AttnxferError(f"--jobs {jobs}: give 1 or more cells to train at a time")
     processes = _Processes()
-    with _stop_cells_on_sigterm(processes):
+    with _stop_cells_on_signals(processes):
         if jobs == 1:
             summaries = {}
             for i, cell in enumerate(cells, 1):
@@ -326,29 +333,42 @@ def run_cells(
 
 
 @contextlib.contextmanager
-def _stop_cells_on_sigterm(processes: _Processes):
-    """SIGTERM to the sweep (not only to its whole process group) stops its running cells,
-    each with a checkpoint of the step it reached, and then the sweep, with one line. Only a
-    main thread can take signals: elsewhere nothing changes."""
+def _stop_cells_on_signals(processes: _Processes):
+    """SIGTERM or Ctrl-C (SIGINT) to the sweep (not only to its whole process group) stops its
+    running cells, each with a checkpoint of the step it reached, and then the sweep, with one
+    line; a second Ctrl-C stops them and the sweep at once. Only a main thread can take
+    signals: elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: Any) -> None:
+        asked = processes.error
+        if signum == signal.SIGINT and isinstance(asked, Stopped) and asked.signum == signum:
+            processes.kill()
+            raise KeyboardInterrupt  # a second Ctrl-C
+        name = signal.Signals(signum).name
+        if asked is None:
+            log.warning(
+                "%s: stopping the running cells after their step in progress, each with a "
+                "checkpoint of it%s",
+                name,
+                " (Ctrl-C again stops at once)" if signum == signal.SIGINT else "",
+            )
         processes.fail(
             Stopped(
-                f"stopped by {signal.Signals(signum).name}: each running cell saved a checkpoint "
-                "of the step it reached; the same command continues them (finished cells are "
-                "kept)",
+                f"stopped by {name}: each running cell saved a checkpoint of the step it "
+                "reached; the same command continues them (finished cells are kept)",
                 signum,
             )
         )
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _run_in_parallel(
