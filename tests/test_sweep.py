@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from helpers import ENV, TINY_STUDENT, cli
 
+from attnxfer import sweep
 from attnxfer.checkpoint import list_checkpoints
 from attnxfer.config import dump_config, load_config
-from attnxfer.errors import AttnxferError
+from attnxfer.errors import AttnxferError, Stopped
 from attnxfer.report import cpu_name, device_name, mean_std, trained_on, trained_on_text
 from attnxfer.sweep import (
     Cell,
@@ -325,6 +326,26 @@ def test_a_signal_to_a_sweep_stops_its_running_cells_with_checkpoints(
         step = int(log.split(" at step ")[1].split()[0])
         assert list_checkpoints(run)[-1].name == f"step_{step:09d}"
     assert not (out / "lr=3e-3").exists()
+
+
+def test_a_second_ctrl_c_to_a_sweep_kills_its_cells_at_once():
+    """The first Ctrl-C asks the running cells to stop after their step (SIGTERM); the second,
+    while one is still stopping, kills them (SIGKILL) and interrupts the sweep."""
+    slow = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); "
+    cell = subprocess.Popen(
+        [sys.executable, "-c", slow + "signal.pause()"], stdout=subprocess.PIPE, text=True
+    )
+    assert cell.stdout.readline() == "1\n"  # a cell slow to stop: it ignores SIGTERM
+    processes = sweep._Processes()
+    processes.running.add(cell)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), sweep._stop_cells_on_signals(processes):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert isinstance(processes.error, Stopped) and processes.error.signum == signal.SIGINT
+        assert cell.poll() is None
+        os.kill(os.getpid(), signal.SIGINT)
+    assert cell.wait(timeout=30) == -signal.SIGKILL
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
