@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import REAL_VIT, tiny_teacher_file
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs one worker per core), each worker and the training
+    processes it starts take their share of the cores (unless ``OMP_NUM_THREADS`` says
+    otherwise), so that workers training side by side do not oversubscribe them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = max(1, (cores or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
