@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,15 @@ from .errors import AttnxferError, Stopped
 from .inference import evaluate
 from .models import spec_of
 from .report import device_name
-from .runtime import all_reduce, autocast, native_bf16, resolve_amp, setup_distributed
+from .runtime import (
+    STOP_SIGNALS,
+    all_reduce,
+    autocast,
+    native_bf16,
+    on_stop_signals,
+    resolve_amp,
+    setup_distributed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -401,24 +408,11 @@ class Trainer:
 
     # -- stopping on request -----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _stop_on_signals(self):
-        """While training, SIGTERM (what a batch scheduler sends before it preempts or cancels a
-        job, and ``attnxfer sweep`` when another cell fails) and SIGINT (Ctrl-C) stop the run
-        after the step in progress, with a checkpoint of that step, instead of killing it and
-        losing the steps since the last checkpoint. A second Ctrl-C stops at once. Only a main
-        thread can take signals: elsewhere nothing changes."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self._ask_to_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
     def _ask_to_stop(self, signum: int, frame: Any) -> None:
+        """While training, SIGTERM (what a batch scheduler sends before it preempts or cancels
+        a job, and ``attnxfer sweep`` when another cell fails) and SIGINT (Ctrl-C) stop the run
+        after the step in progress, with a checkpoint of that step, instead of killing it and
+        losing the steps since the last checkpoint. A second Ctrl-C stops at once."""
         if signum == signal.SIGINT and self._stop_signal == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C
         if self._stop_signal is None:
@@ -474,7 +468,7 @@ class Trainer:
             )
         self._clock = (p.seconds, time.time())  # earlier invocations' time, this one's start
         results: dict[str, Any] = {}
-        with self._stop_on_signals():
+        with on_stop_signals(self._ask_to_stop):
             while p.epoch < cfg.optim.epochs:
                 self.train_one_epoch()
                 p.epoch += 1
@@ -713,8 +707,8 @@ def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
     job, and Ctrl-C every process of the terminal's foreground job; a worker that died of it
     would fail the step the trainer finishes before it stops. The trainer ends its workers when
     it stops, and a worker whose trainer is gone ends itself."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _fmt(results: dict[str, float]) -> str:

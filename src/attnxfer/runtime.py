@@ -1,4 +1,5 @@
-"""Where training runs: the device, the torchrun process group, mixed precision.
+"""Where training runs: the device, the torchrun process group, mixed precision, the signals
+that stop a run.
 
 Launched by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set), processes join one group
 (NCCL on GPUs, Gloo on CPUs); otherwise there is one process. Rank 0 logs and writes files.
@@ -8,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -86,3 +91,24 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     if dtype is torch.float16 and device.type != "cuda":
         raise AttnxferError("run.amp=fp16 needs a GPU; use run.amp=bf16 on CPU")
     return torch.autocast(device.type, dtype=dtype)
+
+
+#: the signals that ask a run (or a sweep) to stop with a checkpoint of the step it reached:
+#: a batch scheduler's before it preempts or cancels a job, and Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def on_stop_signals(handler: Callable[[int, Any], None]):
+    """Inside the block, :data:`STOP_SIGNALS` call ``handler(signum, frame)``; after it, the
+    handlers there were are back. Only a main thread can take signals: elsewhere nothing
+    changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, before in previous.items():
+            signal.signal(s, before)

@@ -37,6 +37,7 @@ from typing import Any
 from .config import config_from_dict, load_config, parse_override, read_yaml
 from .errors import AttnxferError, Stopped
 from .report import figure, hardware, pm, provenance, summarise, table, trained_on, write_results
+from .runtime import on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -336,11 +337,7 @@ def run_cells(
 def _stop_cells_on_signals(processes: _Processes):
     """SIGTERM or Ctrl-C (SIGINT) to the sweep (not only to its whole process group) stops its
     running cells, each with a checkpoint of the step it reached, and then the sweep, with one
-    line; a second Ctrl-C stops them and the sweep at once. Only a main thread can take
-    signals: elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    line; a second Ctrl-C stops them and the sweep at once."""
 
     def stop(signum: int, frame: Any) -> None:
         asked = processes.error
@@ -363,12 +360,8 @@ def _stop_cells_on_signals(processes: _Processes):
             )
         )
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with on_stop_signals(stop):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _run_in_parallel(
