@@ -154,7 +154,7 @@ def _signal_the_job_at_its_next_checkpoint(
 def test_sigint_then_sigterm_to_the_whole_job_with_data_workers(tmp_path):
     """Ctrl-C and a scheduler's SIGTERM reach every process of a job, data-loading workers too:
     the run still stops cleanly at the step it reached (a worker killed by the signal would fail
-    that step instead), each time, and resumes to the end."""
+    that step instead), each time, and resumes to the end, its progress bar drawn sparingly."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "attnxfer", "train", *RUN, "optim.epochs=2"]
     cmd += ["data.num_workers=1", f"run.output={out}", "--resume", "auto"]
@@ -168,6 +168,9 @@ def test_sigint_then_sigterm_to_the_whole_job_with_data_workers(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from" in done.stderr
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+    # into a pipe or a file the progress bar is drawn at most once a minute (and at the epoch's
+    # start and end), not at each of its 9 logged steps: a long job's log stays small
+    assert done.stderr.count("epoch 2/2:") <= 3, done.stderr
 
 
 @pytest.mark.slow

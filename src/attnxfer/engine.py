@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -519,6 +520,8 @@ class Trainer:
             disable=not d.main,
             desc=f"epoch {p.epoch + 1}/{cfg.optim.epochs}",
             dynamic_ncols=True,
+            # into a file (a batch job's log, a sweep cell's) a line a minute, not one a step
+            mininterval=0.1 if sys.stderr.isatty() else 60,
         )
         with bar:  # closed (its line ended) even when an error stops the epoch
             self._epoch_loop(bar, total)
@@ -552,6 +555,7 @@ class Trainer:
                     acc=losses.get("acc", "-"),
                     lr=f"{lr:.2e}",
                     ips=f"{rate:.0f}",
+                    refresh=False,  # shown at the bar's next refresh
                 )
             bar.update(accum)
             saved = None
