@@ -191,7 +191,7 @@ class _Processes:
     all and is the one raised."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()  # re-entered by a SIGTERM taken while it is held
+        self.lock = threading.RLock()  # re-entered by a stop signal taken while it is held
         self.running: set[subprocess.Popen] = set()
         self.error: BaseException | None = None
 
