@@ -16,7 +16,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/pytest -q -n auto --durations=15
+	$(BIN)/pytest -q -n auto --maxprocesses 8 --durations=15
 	$(MAKE) test-timm-floor
 
 # The oldest timm that pyproject.toml accepts, in a folder of its own: the tests of everything that

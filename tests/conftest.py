@@ -11,9 +11,9 @@ from helpers import REAL_VIT, tiny_teacher_file
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (``make test`` runs one worker per core), each worker and the training
-    processes it starts take their share of the cores (unless ``OMP_NUM_THREADS`` says
-    otherwise), so that workers training side by side do not oversubscribe them."""
+    """Under pytest-xdist (``make test`` runs a worker per core, at most 8), each worker and
+    the training processes it starts take their share of the cores (unless ``OMP_NUM_THREADS``
+    says otherwise), so that workers training side by side do not oversubscribe them."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
