@@ -520,7 +520,7 @@ class Trainer:
             disable=not d.main,
             desc=f"epoch {p.epoch + 1}/{cfg.optim.epochs}",
             dynamic_ncols=True,
-            # into a file (a batch job's log, a sweep cell's) a line a minute, not one a step
+            # into a file (a batch job's log, a sweep cell's) a redraw a minute, not one a step
             mininterval=0.1 if sys.stderr.isatty() else 60,
         )
         with bar:  # closed (its line ended) even when an error stops the epoch
