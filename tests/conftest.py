@@ -9,6 +9,8 @@ import pytest
 import torch
 from helpers import REAL_VIT, tiny_teacher_file
 
+from attnxfer.sweep import job_env
+
 
 def pytest_configure(config):
     """Under pytest-xdist (``make test`` runs a worker per core, at most 8), each worker and
@@ -16,10 +18,9 @@ def pytest_configure(config):
     says otherwise), so that workers training side by side do not oversubscribe them."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = max(1, (cores or 1) // workers)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
+        threads = job_env(0, workers, gpus=0)["OMP_NUM_THREADS"]  # as a sweep shares them out
+        os.environ["OMP_NUM_THREADS"] = threads
+        torch.set_num_threads(int(threads))
 
 
 @pytest.fixture
