@@ -81,12 +81,15 @@ for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablation
   ablations-long grad-probe; do
   [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
 done
-# the 40-epoch students of seed 0 over their schedule, from the records just kept
+# the 40-epoch students of seed 0 over their schedule, from the records just kept,
 e40=()
 for m in scratch finetune copy distill; do
   [ -f "$KEPT/schedule-curve/e40/$m/seed0/metrics.jsonl" ] && e40+=("$m=$KEPT/schedule-curve/e40/$m/seed0")
 done
 if [ ${#e40[@]} -eq 4 ]; then
+  # and copy on distillation's lr recipe (no layer-wise decay; step 14), once it has finished
+  nodecay=$KEPT/ablations-e40/copy_decay/layer_decay=null/seed0
+  [ -f "$nodecay/summary.json" ] && e40+=("copy, no lr decay=$nodecay")
   python benchmarks/trajectories.py --out docs/results/trajectories_e40 "${e40[@]}" > /dev/null
 fi
 RUNS=$RUNS bash benchmarks/teacher_card.sh  # from the records just kept
