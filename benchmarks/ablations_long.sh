@@ -7,7 +7,8 @@
 #   bash benchmarks/ablations_long.sh [name ...]
 #       # default: layers heads what_distill copy_layers copy_decay lambda (copy_layers: copy with
 #       # the top layers free; copy_decay: copy without its recipe's layer-wise lr decay, as
-#       # distillation's recipe); features costs nothing (both rows are the long table's)
+#       # distillation's recipe); features costs nothing (both rows are the long table's);
+#       # copy_min_lr: copy with the released copy recipe's lr floor, a quarter of the peak
 #   FINISHED_ONLY=1 bash benchmarks/ablations_long.sh  # train nothing: the cells finished so far
 #   PLAN=1 bash benchmarks/ablations_long.sh           # what each cell would do
 #   SEEDS=0,1,2 bash benchmarks/ablations_long.sh what_distill  # more seeds (default: 0); the

@@ -35,6 +35,9 @@ FINDINGS = {
     "copy_decay": "Its copy recipe decays the lr by 0.75 per layer toward the input, as its "
     "fine-tuning recipe does; its distillation recipe has no decay (a diagnosis here, not one of "
     "the paper's ablations).",
+    "copy_min_lr": "Its released copy recipe's half-cosine ends at a minimum lr of 2e-3, a quarter "
+    "of its peak lr 8e-3 (its distillation recipe's at 1e-6); a diagnosis here, not one of the "
+    "paper's ablations.",
     "average": "Averaging the teacher's maps over examples or over query tokens hurts a lot.",
     "heads": "More heads help, saturating around 3/4 of the heads (12 of 16).",
     "lambda": "The paper's recipe uses lambda 3; it reports no sweep.",

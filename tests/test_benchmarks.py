@@ -88,6 +88,12 @@ def test_ablations_script_runs_its_sweeps_and_refuses_unknown_names(tmp_path, te
     commands = [line for line in plan.stdout.splitlines() if line.startswith("  attnxfer train")]
     decays = [c.split("optim.layer_decay=")[1].split()[0] for c in commands]
     assert decays == ["0.75", "null"] and all("transfer.mode=copy" in c for c in commands)
+    plan = run("copy_min_lr")  # a diagnosis: copy with the released copy recipe's lr floor
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    commands = [line for line in plan.stdout.splitlines() if line.startswith("  attnxfer train")]
+    floors = [c.split("optim.min_lr=")[1].split()[0] for c in commands]
+    assert floors == ["1e-6", "2.5e-4"]
+    assert all("transfer.mode=copy" in c and "optim.layer_decay=0.75" in c for c in commands)
     del env["PLAN"]
     env["FINISHED_ONLY"] = "1"  # tabulates the finished cells, trains none
     again = run("features")
@@ -96,10 +102,11 @@ def test_ablations_script_runs_its_sweeps_and_refuses_unknown_names(tmp_path, te
     assert sorted((tmp_path / "ablations").rglob("summary.json")) == runs
 
 
-def test_ablations_at_40_epochs_take_the_decayed_copy_from_the_curve(tmp_path):
+def test_ablations_at_40_epochs_take_finished_cells_from_the_records(tmp_path):
     """benchmarks/ablations_e40.sh: its copy_decay row with the decay is the schedule curve's
-    committed 40-epoch copy student (the same resolved config), so only the row without the
-    decay is left to train, on the curve's 40-epoch schedule."""
+    committed 40-epoch copy student (the same resolved config), the row without it a committed
+    record of its own, so seed 0 trains nothing; a new seed trains both rows on the curve's
+    40-epoch schedule."""
     import os
     import subprocess
     import sys
@@ -111,14 +118,27 @@ def test_ablations_at_40_epochs_take_the_decayed_copy_from_the_curve(tmp_path):
         "PLAN": "1",
     }
     script = str(BENCH / "ablations_e40.sh")
-    plan = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
-    assert plan.returncode == 0, plan.stderr[-2000:]
-    taken = "layer_decay=0.75/seed0: taken from docs/results/runs/schedule-curve/e40/copy/seed0"
-    assert taken in plan.stdout
-    commands = [line for line in plan.stdout.splitlines() if line.startswith("  attnxfer train")]
-    assert len(commands) == 1
-    assert "optim.layer_decay=null" in commands[0] and "optim.epochs=40 " in commands[0]
-    assert f"run.output={tmp_path}/ablations-e40/copy_decay/layer_decay=null/seed0" in commands[0]
+
+    def plan(seeds):
+        done = subprocess.run(
+            ["bash", script], env={**env, "SEEDS": seeds}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        commands = [
+            line for line in done.stdout.splitlines() if line.startswith("  attnxfer train")
+        ]
+        return done.stdout, commands
+
+    out, commands = plan("0")
+    kept = "docs/results/runs"
+    assert f"layer_decay=0.75/seed0: taken from {kept}/schedule-curve/e40/copy/seed0" in out
+    nodecay = "ablations-e40/copy_decay/layer_decay=null/seed0"
+    assert f"layer_decay=null/seed0: taken from {kept}/{nodecay}" in out
+    assert commands == []
+    out, commands = plan("7")  # a seed no one has trained
+    assert [c.split("optim.layer_decay=")[1].split()[0] for c in commands] == ["0.75", "null"]
+    assert all("optim.epochs=40 " in c for c in commands)
+    assert f"run.output={tmp_path}/ablations-e40/copy_decay/layer_decay=null/seed7" in commands[1]
 
 
 def _yaml_of(overrides: list[str]) -> str:

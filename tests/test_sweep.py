@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import ENV, TINY_STUDENT, cli
 
 from attnxfer import sweep
@@ -379,6 +380,13 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     assert "| distill |" in md and f"Trained on: {device_name('cpu')}, " in md and ": 5 runs," in md
     assert report["trained_on"][0]["runs"] == 5
     assert "attnxfer reproduce" in md
+    # the report states each row's recipe difference, as the runs were trained
+    for method in R.METHODS:
+        (config,) = out.glob(f"**/{method}/seed0/config.yaml")
+        trained = yaml.safe_load(config.read_text())
+        decay = trained["optim"]["layer_decay"]
+        assert (decay == 0.75) == (method in ("finetune", "copy"))
+        assert (f"{method} `optim.layer_decay=0.75`" in md) == (decay is not None), method
     capsys.readouterr()
     assert cli(*args, "--plan") == 0  # the table's runs: all finished
     assert capsys.readouterr().out.splitlines()[-1].startswith("5 runs: 5 finished, 0 taken")

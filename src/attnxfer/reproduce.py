@@ -69,6 +69,22 @@ METHOD_OVERRIDES = {
 SHIFT_METHODS = ("finetune", "copy", "distill")
 
 
+def recipe_note() -> str:
+    """The rows' recipe differences, for a report: from :data:`METHOD_OVERRIDES`."""
+    differ = {
+        m: [o for o in overrides if not o.startswith("transfer.mode=")]
+        for m, overrides in METHOD_OVERRIDES.items()
+    }
+    stated = "; ".join(f"{m} `{' '.join(o)}`" for m, o in differ.items() if o)
+    return (
+        f"Each row is the shared recipe with its transfer mode, and only the paper's own recipe "
+        f"differences: {stated} (the layer-wise lr decay of the released fine-tuning and copy "
+        "recipes); the other rows none. Everything else is shared, where the released ImageNet "
+        "recipes also differ in length, weight decay, AdamW betas, drop path and minimum lr "
+        "(docs/method.md)."
+    )
+
+
 @dataclass(frozen=True)
 class Tier:
     config: str  # the shared student recipe
@@ -579,6 +595,8 @@ def curve_markdown(r: dict[str, Any]) -> str:
         "gap, on the means over the seeds where the method, scratch and fine-tune have all "
         "finished (named where fewer than the method's own).",
         "",
+        recipe_note(),
+        "",
         *table(
             [
                 "epochs",
@@ -756,6 +774,8 @@ def markdown(r: dict[str, Any]) -> str:
         + (f" with `{' '.join(r['overrides'])}`" if r["overrides"] else "")
         + f"; {n} seeds ({', '.join(map(str, r['seeds']))}). Top-1 on the CIFAR-10 JPEG test "
         "set (10,000 images; JPEG costs about 2 points against the lossless originals).",
+        "",
+        recipe_note(),
         "",
         *table(
             [
