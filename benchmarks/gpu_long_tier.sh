@@ -10,9 +10,9 @@
 # At the budget's end `timeout` sends SIGTERM, and every run still training saves a checkpoint of
 # the step it reached: on a machine that keeps runs/ between commands (a warm device), the same
 # command again resumes there. The parts
-# finished already take their cells from the records in seconds; what is left (2026-12): the
-# 40-epoch point's seeds 1 (scratch, copy) and 2 (all four), and copy without its lr decay at
-# 40 epochs (benchmarks/ablations_e40.sh), seven students at once. The 80-epoch point (about
+# finished already take their cells from the records in seconds; what is left (2026-12-07): the
+# 40-epoch point's seeds 1 (scratch, copy) and 2 (all four), six students at once (copy without
+# its lr decay at 40 epochs, benchmarks/ablations_e40.sh, has its record). The 80-epoch point (about
 # 1,600 s a student) is left to the CPU script, benchmarks/central_result.sh.
 # A cell with a committed record (docs/results/runs, docs/results/gpu/runs; trained on any
 # machine: the device is no part of a run's identity) is taken, not trained again. Afterwards,
