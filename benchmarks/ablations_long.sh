@@ -5,10 +5,11 @@
 # whole map) is the long table's seed-0 distilled (or copy) student. Step 9 of
 # benchmarks/central_result.sh runs the default ones, about 24 minutes a cell on 2 Zen 4 cores:
 #   bash benchmarks/ablations_long.sh [name ...]
-#       # default: layers heads what_distill copy_layers copy_decay lambda (copy_layers: copy with
-#       # the top layers free; copy_decay: copy without its recipe's layer-wise lr decay, as
-#       # distillation's recipe); features costs nothing (both rows are the long table's);
-#       # copy_min_lr: copy with the released copy recipe's lr floor, a quarter of the peak
+#       # default: layers heads what_distill copy_layers copy_decay copy_min_lr lambda
+#       # (copy_layers: copy with the top layers free; copy_decay: copy without its recipe's
+#       # layer-wise lr decay, as distillation's recipe; copy_min_lr: copy with the released copy
+#       # recipe's lr floor, a quarter of the peak); features costs nothing (both rows are the
+#       # long table's)
 #   FINISHED_ONLY=1 bash benchmarks/ablations_long.sh  # train nothing: the cells finished so far
 #   PLAN=1 bash benchmarks/ablations_long.sh           # what each cell would do
 #   SEEDS=0,1,2 bash benchmarks/ablations_long.sh what_distill  # more seeds (default: 0); the
@@ -22,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(layers heads what_distill copy_layers copy_decay lambda)
+[ ${#names[@]} -eq 0 ] && names=(layers heads what_distill copy_layers copy_decay copy_min_lr lambda)
 RECIPE=configs/cifar10/student_cpu_long.yaml \
   TEACHER=teachers/cifar10-mae-d128-l4-e200/model.safetensors \
   TABLE="$RUNS/reproduce-cpu-long" OUT="$RUNS/ablations-long" SEEDS="${SEEDS:-0}" REUSE=docs/results/runs \

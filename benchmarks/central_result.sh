@@ -22,8 +22,8 @@
 # 7. the schedule curve to 20 epochs (7,800 steps), seed 0
 # 8. the teacher's model card, with the students of the curve and of the table (seed 0)
 # 9. the ablations that matter most on the long recipe, seed 0: layers, heads, Q/K/V distilled,
-#    copy with the top layers free, copy without its layer-wise lr decay, lambda
-#    (benchmarks/ablations_long.sh)
+#    copy with the top layers free, copy without its layer-wise lr decay, copy with the released
+#    copy recipe's lr floor (a quarter of the peak), lambda (benchmarks/ablations_long.sh)
 # 10. the distilled student at lambda 0.3 and 3 again, logging the gradients of its two losses
 #    apart (benchmarks/grad_probe.sh): does the distillation loss hold back the task's?
 # 11. the schedule curve's 40-epoch point (15,600 steps, about 1.5 h a student), seed 0: does
