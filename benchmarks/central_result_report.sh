@@ -6,7 +6,8 @@
 # and long-recipe ablation begun in this checkout, each over every seed its cells have (and where
 # the long recipe's students attend),
 # the gradient probes (benchmarks/grad_probe.sh), the 40-epoch students over their schedule
-# (benchmarks/trajectories.py) and the teacher's card with its students.
+# (benchmarks/trajectories.py), the teacher's card with its students and the README's table at a
+# glance (benchmarks/glance.py).
 # Trains nothing; evaluates each ensemble once.
 #   bash benchmarks/central_result_report.sh
 set -euo pipefail
@@ -93,4 +94,5 @@ if [ ${#e40[@]} -eq 4 ]; then
   python benchmarks/trajectories.py --out docs/results/trajectories_e40 "${e40[@]}" > /dev/null
 fi
 RUNS=$RUNS bash benchmarks/teacher_card.sh  # from the records just kept
+python benchmarks/glance.py --readme README.md  # the README's table, from the reports above
 echo "reports written"

@@ -537,6 +537,83 @@ def test_curve_teachers_puts_each_teachers_gap_side_by_side(tmp_path):
         bench.combine([_curve("a", 1.0), _curve("b", 2.0)], ["MAE"])
 
 
+def _method(*runs: float) -> dict:
+    return {"mean": sum(runs) / len(runs), "runs": list(runs)}
+
+
+def test_glance_table_comes_from_the_curve_and_the_copy_decay_ablation(tmp_path):
+    bench = _load("glance")
+    curve = {
+        "points": [
+            {  # scratch only: no column
+                "epochs": 0.4,
+                "steps": 156,
+                "methods": {"scratch": _method(30.0)},
+                "gap_recovered": {},
+            },
+            {
+                "epochs": 10.0,
+                "steps": 3900,
+                "methods": {
+                    "scratch": _method(60.0, 62.0),
+                    "finetune": _method(80.0, 80.0),
+                    "copy": _method(65.0),
+                    "distill": _method(70.0, 72.0),
+                },
+                "gap_recovered": {"copy": 20.0, "distill": 55.0},
+                "ensemble_minus_finetune": {"mean": 0.5, "runs": [0.25, 0.75]},
+            },
+        ]
+    }
+    ablations = [
+        {
+            "reference": {"scale": "3900 steps per student"},
+            "ablations": [
+                {"name": "lambda", "rows": [{"setting": "null", "mean": 1.0}]},
+                {
+                    "name": "copy_decay",
+                    "rows": [
+                        {"setting": "0.75", "mean": 65.0, "seeds": 1, "gap_recovered": 20.0},
+                        {"setting": "null", "mean": 71.0, "seeds": 2, "gap_recovered": 52.6},
+                    ],
+                },
+            ],
+        },
+        {"reference": {"scale": "15600 steps per student"}, "ablations": []},
+    ]
+    cells = bench.no_decay_cells(ablations)
+    assert list(cells) == [3900] and cells[3900]["mean"] == 71.0
+    md = bench.table(curve, cells)
+    lines = md.splitlines()
+    assert lines[0] == "| optimiser steps | 3,900 | paper |"
+    assert "| seeds | 2 |  |" in lines
+    assert "| from scratch | 61.00 | 83.0 |" in lines
+    assert "| attention distillation | 71.00 (+55%) | 85.7 (+100%) |" in lines
+    assert "| attention copy | 65.00 (+20%, 1 seed) | 85.1 (+78%) |" in lines
+    assert "| copy without its lr decay | 71.00 (+53%) |  |" in lines
+    assert "| ensemble minus fine-tune | +0.50 | +0.6 |" in lines
+    # the table replaces what stands between the markers, and nothing else
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench.START}\nold table\n{bench.END}\nrest\n")
+    bench.main(
+        ["--curve", str(_dump(tmp_path / "c.json", curve)), "--ablations", "--readme", str(readme)]
+    )
+    without = bench.table(curve, {})  # --ablations with no file: no copy-without-decay row
+    assert "lr decay" not in without
+    assert readme.read_text() == f"intro\n{bench.START}\n{without}\n{bench.END}\nrest\n"
+    with pytest.raises(SystemExit, match="needs one"):
+        bench.rewrite("no markers here", md)
+    with pytest.raises(SystemExit, match="needs one"):
+        bench.rewrite(f"{bench.END}\n{bench.START}", md)
+    with pytest.raises(SystemExit, match="no length"):
+        bench.table({"points": curve["points"][:1]}, {})
+
+
+def _dump(path, record):
+    path.write_text(json.dumps(record))
+    return path
+
+
 def test_every_benchmark_shell_script_parses():
     """The long-running scripts (hours of training) at least parse: a syntax error would show
     only when a session reaches that line."""

@@ -49,3 +49,18 @@ def test_relative_links_resolve(doc):
         elif section and dest.suffix == ".md" and section not in anchors(dest):
             broken.append(f"{target} (no such section)")
     assert not broken, f"{doc.relative_to(ROOT)}: " + ", ".join(broken)
+
+
+def test_readme_glance_table_is_the_reports():
+    """The README's results-at-a-glance table is what benchmarks/glance.py writes from the
+    committed reports: after a report changes, `python benchmarks/glance.py --readme README.md`
+    (central_result_report.sh runs it) brings the README along."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("glance", ROOT / "benchmarks" / "glance.py")
+    glance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glance)
+    readme = (ROOT / "README.md").read_text()
+    assert glance.rewrite(readme, glance.build()) == readme, (
+        "README.md's at-a-glance table is stale: run python benchmarks/glance.py --readme README.md"
+    )
