@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ENV, TINY_STUDENT, cli
+from helpers import ENV, TINY_STUDENT, cli, tiny_teacher_file
 
 from attnxfer import sweep
 from attnxfer.checkpoint import list_checkpoints
@@ -349,8 +349,9 @@ def test_a_second_ctrl_c_to_a_sweep_kills_its_cells_at_once():
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
-    """The whole table on digits with a tiny teacher: every row, the ensemble, the files."""
+def _tiny_tier(tmp_path: Path, monkeypatch, teacher_file: Path, shift: Path | None = None) -> None:
+    """The cpu tier as a tiny table on digits, one seed, from ``teacher_file`` (and ``shift``, or
+    the same, as the shift teacher)."""
     from attnxfer import reproduce as R
 
     recipe = tmp_path / "recipe.yaml"
@@ -361,11 +362,18 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
         R.Tier(
             config=str(recipe),
             teacher=str(teacher_file),
-            shift_teacher=str(teacher_file),
+            shift_teacher=str(shift or teacher_file),
             seeds=(0,),  # several seeds: test_sweep_runs_each_cell_once_and_tabulates
             note="test",
         ),
     )
+
+
+def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
+    """The whole table on digits with a tiny teacher: every row, the ensemble, the files."""
+    from attnxfer import reproduce as R
+
+    _tiny_tier(tmp_path, monkeypatch, teacher_file)
     out = tmp_path / "repro"
     args = ["reproduce", "--out", str(out), "data.train_subset=256", *TINY_STUDENT[1:]]
     assert cli(*args) == 0
@@ -408,7 +416,7 @@ def test_reproduce_tiny(tmp_path, monkeypatch, teacher_file, capsys, caplog):
     assert cli(*again, "--reuse", str(kept), "--plan") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("5 runs: 3 finished, 0 taken from finished runs, 0 to resume, 2 ")
-    told = [line for line in lines if "holds no weights, which the ensemble needs" in line]
+    told = [line for line in lines if "holds no weights, which the report evaluates" in line]
     assert [line.split(":")[0] for line in told] == [
         "cifar10_mae/finetune/seed0",
         "cifar10_mae/distill/seed0",
@@ -526,6 +534,71 @@ def test_kept_records_follow_the_run_a_run_trained_again_replaces_them(tmp_path)
     (folder / "ensemble.json").unlink()
     assert keep_records(live, kept) == []
     assert (kept / "distill" / "seed0" / "ensemble.json").is_file()
+
+
+def test_reproduce_shift_tiny(tmp_path, monkeypatch, teacher_file, capsys):
+    """--shift: the second teacher's rows, each row's distance to its teacher's fine-tuning, and
+    the fine-tuned and distilled models of both teachers on corrupted test sets (here two noisy
+    sets of random images in place of CIFAR-10-C); records without weights but with that
+    evaluation are taken, and one without it is trained again."""
+    import numpy as np
+    from PIL import Image
+
+    from attnxfer import prepare
+
+    (tmp_path / "tiny").mkdir()
+    _tiny_tier(tmp_path, monkeypatch, teacher_file, tiny_teacher_file(tmp_path / "tiny"))
+    rng = np.random.default_rng(0)
+    corrupted = []
+    for name in ("gaussian_noise-3", "gaussian_noise-5"):
+        for label in range(10):
+            folder = tmp_path / "c" / name / "test" / str(label)
+            folder.mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+        corrupted.append(tmp_path / "c" / name)
+    monkeypatch.setattr(prepare, "cifar10_c", lambda cache: corrupted)
+    out = tmp_path / "shift"
+    args = ["reproduce", "--shift", "data.train_subset=128", *TINY_STUDENT[1:]]
+    assert cli(*args, "--out", str(out)) == 0
+    shift = json.loads((out / "results.json").read_text())["shift"]
+    rows = {(r["teacher"], r["method"]): r for r in shift["rows"]}
+    assert sorted(rows) == sorted(
+        (t, m) for t in ("cifar10_mae", "tiny_mae") for m in ("finetune", "copy", "distill")
+    )
+    for (teacher, _), row in rows.items():
+        finetune = rows[teacher, "finetune"]["mean"]
+        assert row["gap_to_finetune"] == pytest.approx(row["mean"] - finetune)
+    assert shift["sets"] == ["gaussian_noise-3", "gaussian_noise-5"]
+    assert sorted(shift["corruptions"]) == [
+        f"{t}/{m}" for t in ("cifar10_mae", "tiny_mae") for m in ("distill", "finetune")
+    ]
+    for result in shift["corruptions"].values():
+        assert sorted(result["severity"]) == ["3", "5"]
+        assert all(0 <= v["mean"] <= 100 for v in result["per_set"].values())
+    for member in ("cifar10_mae/finetune", "tiny_mae/distill"):
+        assert (out / member / "seed0" / "corruptions.json").is_file()
+
+    # kept without weights, with their corrupted-set top-1: every run is taken
+    kept = tmp_path / "kept"
+    keep_records(out, kept)
+    assert not list(kept.rglob("*.safetensors"))
+    again = tmp_path / "again"
+    capsys.readouterr()
+    assert cli(*args, "--out", str(again), "--reuse", str(kept), "--plan") == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("8 runs: 0 finished, 8 taken")
+    # one without it must be trained again: the corrupted sets need its model
+    (kept / "tiny_mae" / "distill" / "seed0" / "corruptions.json").unlink()
+    assert cli(*args, "--out", str(again), "--reuse", str(kept), "--plan") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("8 runs: 0 finished, 7 taken from finished runs, 0 to resume, 1 ")
+    told = [line.split(":")[0] for line in lines if "holds no weights, which the report" in line]
+    assert told == ["tiny_mae/distill/seed0"]
+    assert cli(*args, "--out", str(again), "--reuse", str(kept)) == 0
+    assert not (again / "tiny_mae" / "distill" / "seed0").is_symlink()
+    assert (again / "cifar10_mae" / "distill" / "seed0").is_symlink()
+    assert json.loads((again / "results.json").read_text())["shift"]["sets"] == shift["sets"]
 
 
 def test_an_ensemble_pairs_each_seeds_and_lengths_finetune_and_distill_of_the_main_teacher():

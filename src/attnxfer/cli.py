@@ -96,7 +96,8 @@ def _runner_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of finished runs (another sweep, a reproduce table, kept records): a cell "
         "whose resolved config equals one of them takes its result instead of training; "
         "repeatable (reproduce trains a fine-tuned or distilled cell again when the run it would "
-        "take holds no weights and its seed's ensemble has no record)",
+        "take holds no weights and neither its seed's ensemble nor, with --shift, its top-1 on the "
+        "corrupted sets has a record)",
     )
     parser.add_argument(
         "--plan",

@@ -379,14 +379,24 @@ def _ensemble_pairs(cells: list[Cell]) -> list[tuple[Cell, Cell]]:
     return [(p["finetune"], p["distill"]) for p in pairs.values() if len(p) == 2]
 
 
-def weightless_members(cells: list[Cell], out: Path, found: dict[str, Path]) -> dict[str, Path]:
-    """The ensemble members among ``cells`` that must be trained under ``out`` although a finished
-    run stands for them elsewhere, by cell name, with that run.
+def _corruption_members(cells: list[Cell]) -> list[Cell]:
+    """With the shift rows among ``cells`` (a ``tiny_mae`` cell): the fine-tune and distill cells
+    of both teachers, whose models :func:`_shift` evaluates on the corrupted test sets."""
+    if not any(c.labels.get("teacher") == "tiny_mae" for c in cells):
+        return []
+    return [c for c in cells if c.labels.get("method") in ("finetune", "distill")]
 
-    A fine-tuned or distilled run taken from elsewhere (a record in ``found``, or one an earlier
-    invocation linked at the cell's place under ``out``) that holds no weights would leave its
-    seed without an ensemble, unless the pair's ``ensemble.json`` already holds the ensemble of
-    the two runs. Nothing is written."""
+
+def weightless_members(cells: list[Cell], out: Path, found: dict[str, Path]) -> dict[str, Path]:
+    """The cells that must be trained under ``out`` although a finished run stands for them
+    elsewhere, by cell name, with that run: runs taken from elsewhere (a record in ``found``, or
+    one an earlier invocation linked at the cell's place under ``out``) that hold no weights
+    where the report must evaluate their model.
+
+    That is a fine-tuned or distilled run of the ensemble, unless the pair's ``ensemble.json``
+    already holds the ensemble of the two runs; and, with the shift rows, a fine-tuned or
+    distilled run of either teacher, unless its ``corruptions.json`` holds its top-1 on the
+    corrupted sets. Nothing is written."""
     retrain = {}
     for pair in _ensemble_pairs(cells):
         taken = [_taken_from(cell, out, found) for cell in pair]
@@ -397,6 +407,10 @@ def weightless_members(cells: list[Cell], out: Path, found: dict[str, Path]) -> 
         retrain.update(
             {c.name: r for c, r in zip(pair, taken, strict=True) if r and not C.list_checkpoints(r)}
         )
+    for cell in _corruption_members(cells):
+        run = _taken_from(cell, out, found)
+        if run and not C.list_checkpoints(run) and not (run / "corruptions.json").is_file():
+            retrain[cell.name] = run
     return retrain
 
 
@@ -406,7 +420,7 @@ def _train_weightless_members(cells: list[Cell], out: Path, found: dict[str, Pat
     are left as they are)."""
     retrain = weightless_members(cells, out, found)
     for name, run in retrain.items():
-        log.info("%s: %s holds no weights, which the ensemble needs: trained here", name, run)
+        log.info("%s: %s holds no weights, which the report evaluates: trained here", name, run)
         if (out / name).is_symlink():
             (out / name).unlink()
     dropped = {run.resolve() for run in retrain.values()}

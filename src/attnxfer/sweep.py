@@ -413,7 +413,7 @@ def plan(
     """What running ``cells`` under ``root`` would do, one line a cell, then a total: finished,
     taken from an identical finished run in ``reuse``, resumed from its newest checkpoint, or
     trained (with the command it would run). ``retrain`` gives the cells trained although a run
-    elsewhere stands for them, by name, with that run (the table's weightless ensemble members,
+    elsewhere stands for them, by name, with that run (the table's weightless members,
     :func:`attnxfer.reproduce.weightless_members`). Every cell's config is checked; nothing is
     trained or written."""
     from .checkpoint import list_checkpoints
@@ -435,7 +435,7 @@ def plan(
             seconds.append(summary["seconds"])
         elif cell.name in again:
             kind = "trained"
-            status = f"to train: {again[cell.name]} holds no weights, which the ensemble needs"
+            status = f"to train: {again[cell.name]} holds no weights, which the report evaluates"
         elif checkpoints:
             kind, status = "resumed", f"resumes from {checkpoints[-1].name}"
         else:
