@@ -132,5 +132,6 @@ if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then
   echo "the shift rows: planned once the Tiny-ImageNet teacher exists"
 else
   attnxfer reproduce --tier cpu-long --shift --out "$TABLE" "${kept[@]}" "${opts[@]}"
+  RUNS=$RUNS bash benchmarks/teacher_card.sh  # the Tiny-ImageNet teacher's card, with its students
 fi
 step "all done"

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The model card of the 200-epoch CIFAR-10 MAE teacher (teachers/cifar10-mae-d128-l4-e200/)
-# with the students trained from it so far: the schedule curve's and the long table's (seed 0),
-# each from its committed record in docs/results/runs where there is one. Trains nothing; step 8
-# of benchmarks/central_result.sh and benchmarks/central_result_report.sh run it.
-#   bash benchmarks/teacher_card.sh      # PLAN=1: only say how many students it would list
+# The model cards of the long recipe's MAE teachers with the students trained from them so far,
+# each from its committed record in docs/results/runs where there is one:
+# - teachers/cifar10-mae-d128-l4-e200 (200 epochs on CIFAR-10): the schedule curve's students and
+#   the long table's (seed 0);
+# - teachers/tinyimagenet-mae-d128-l4-e100 (100 epochs on Tiny-ImageNet, the same images seen),
+#   once it exists: the long table's shift rows (seed 0), its fine-tuned student first.
+# Trains nothing; steps 8 and 16 of benchmarks/central_result.sh and
+# benchmarks/central_result_report.sh run it.
+#   bash benchmarks/teacher_card.sh      # PLAN=1: only say how many students each card would list
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 RUNS=${RUNS:-runs}
 KEPT=docs/results/runs
-TEACHER=teachers/cifar10-mae-d128-l4-e200
 downstream=()
 student() {  # student NAME [RUN]: the committed record where there is one, else this checkout's
   local run  # run, else RUN (one trained on a GPU)
@@ -18,6 +21,18 @@ student() {  # student NAME [RUN]: the committed record where there is one, else
   done
   return 0  # not trained yet
 }
+card() {  # card FOLDER RUN: rewrite FOLDER's card with the students in $downstream
+  local folder=$1 run=$2
+  if [ -n "${PLAN:-}" ]; then
+    echo "the card of $folder: rewritten with the $((${#downstream[@]} / 2)) students finished so far"
+  elif [ -d "$run/teacher" ]; then  # the whole card, from its run
+    attnxfer pretrain --card "$run" --title "$(basename "$folder")" "${downstream[@]}"
+    cp "$run/teacher/"{README.md,loss.png} "$folder/"
+  elif [ ${#downstream[@]} -gt 0 ]; then  # the run is in another checkout: all but the table
+    attnxfer pretrain --card "$folder" "${downstream[@]}"  # of students is kept as it is
+  fi
+}
+
 for e in e0.4 e2 e5; do
   for m in scratch finetune copy distill; do student "schedule-curve/$e/$m/seed0"; done
 done
@@ -28,12 +43,11 @@ done
 student schedule-curve/e20/scratch/seed0 docs/results/gpu/runs/curve-e20/e20/scratch/seed0
 for m in finetune copy distill; do student "schedule-curve/e20/$m/seed0"; done
 for m in scratch finetune copy distill; do student "schedule-curve/e40/$m/seed0"; done
-if [ -n "${PLAN:-}" ]; then
-  echo "the card: rewritten with the $((${#downstream[@]} / 2)) students finished so far"
-elif [ -d "$RUNS/teachers/cifar10_mae_long/teacher" ]; then  # the whole card, from its run
-  attnxfer pretrain --card "$RUNS/teachers/cifar10_mae_long" --title cifar10-mae-d128-l4-e200 \
-    "${downstream[@]}"
-  cp "$RUNS/teachers/cifar10_mae_long/teacher/"{README.md,loss.png} "$TEACHER/"
-else  # the run is in another checkout: its card keeps all but the table of students
-  attnxfer pretrain --card "$TEACHER" "${downstream[@]}"
+card teachers/cifar10-mae-d128-l4-e200 "$RUNS/teachers/cifar10_mae_long"
+
+SHIFT=teachers/tinyimagenet-mae-d128-l4-e100
+if [ -f "$SHIFT/model.safetensors" ]; then
+  downstream=()
+  for m in finetune copy distill; do student "reproduce-cpu-long/tiny_mae/$m/seed0"; done
+  card "$SHIFT" "$RUNS/teachers/tinyimagenet_mae_long"
 fi
