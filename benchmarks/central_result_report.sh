@@ -29,10 +29,20 @@ curve() {  # curve OUT DOCS_STEM SEEDS [--teacher T]: the curve's finished point
 # 40-epoch point gains seeds 1 and 2 as they finish (step 13 of central_result.sh)
 curve "$RUNS/schedule-curve" schedule_curve 0,1,2
 curve "$RUNS/schedule-curve-supervised" schedule_curve_supervised 0 --teacher "$SUPERVISED"
+long=(--tier cpu-long --out "$RUNS/reproduce-cpu-long" --reuse "$KEPT" --reuse docs/results/gpu/runs)
+# the shift rows (step 16 of central_result.sh) once every run of them has finished: the long
+# table with the Tiny-ImageNet teacher's rows and the corrupted-set evaluation, which needs every
+# run (no --finished-only); it trains nothing, and evaluates each model once
+if [ -f teachers/tinyimagenet-mae-d128-l4-e100/model.safetensors ] &&
+  attnxfer reproduce "${long[@]}" --shift --plan | tail -n 1 | grep -Eq " 0 to resume, 0 to train(;|$)"; then
+  attnxfer reproduce "${long[@]}" --shift
+  for ext in md json png; do
+    cp "$RUNS/reproduce-cpu-long/results.$ext" "docs/results/reproduce_cpu_long_shift.$ext"
+  done
+fi
 # the long table (3 seeds) as far as it has come; step 6 of central_result.sh writes it whole
 if [ -d "$RUNS/reproduce-cpu-long" ]; then
-  attnxfer reproduce --tier cpu-long --out "$RUNS/reproduce-cpu-long" --reuse "$KEPT" \
-    --reuse docs/results/gpu/runs --finished-only
+  attnxfer reproduce "${long[@]}" --finished-only
   for ext in md json png; do
     cp "$RUNS/reproduce-cpu-long/results.$ext" "docs/results/reproduce_cpu_long.$ext"
   done
