@@ -148,8 +148,17 @@ def build(
     """The table from the report files (the committed ones by default; a missing ablation
     report is skipped)."""
     paths = [RESULTS / a for a in ABLATIONS] if ablations is None else ablations
-    records = [json.loads(a.read_text()) for a in paths if a.is_file()]
-    return table(json.loads(curve.read_text()), no_decay_cells(records))
+    records = [_read(a) for a in paths if a.is_file()]
+    return table(_read(curve), no_decay_cells(records))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(
+            f"{path}: not a report's JSON ({e}); give the .json a report wrote"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.readme is None:
         print(body)
         return
+    if not args.readme.is_file():
+        raise SystemExit(f"{args.readme} does not exist: give the README that holds the table")
     text = args.readme.read_text()
     new = rewrite(text, body, args.readme.name)
     if new != text:
