@@ -29,20 +29,31 @@ curve() {  # curve OUT DOCS_STEM SEEDS [--teacher T]: the curve's finished point
 # 40-epoch point gains seeds 1 and 2 as they finish (step 13 of central_result.sh)
 curve "$RUNS/schedule-curve" schedule_curve 0,1,2
 curve "$RUNS/schedule-curve-supervised" schedule_curve_supervised 0 --teacher "$SUPERVISED"
-long=(--tier cpu-long --out "$RUNS/reproduce-cpu-long" --reuse "$KEPT" --reuse docs/results/gpu/runs)
-# the shift rows (step 16 of central_result.sh) once every run of them has finished: the long
-# table with the Tiny-ImageNet teacher's rows and the corrupted-set evaluation, which needs every
-# run (no --finished-only); it trains nothing, and evaluates each model once
-if [ -f teachers/tinyimagenet-mae-d128-l4-e100/model.safetensors ] &&
-  attnxfer reproduce "${long[@]}" --shift --plan | tail -n 1 | grep -Eq " 0 to resume, 0 to train(;|$)"; then
-  attnxfer reproduce "${long[@]}" --shift
+# the shift rows (step 16 of central_result.sh) over the most seeds (0, then 0-1, then 0-2) whose
+# runs have all finished: the long table with the Tiny-ImageNet teacher's rows and the
+# corrupted-set evaluation, which needs every run of its seeds (no --finished-only); it trains
+# nothing, and evaluates each model once
+shift_args=(--tier cpu-long --shift --out "$RUNS/reproduce-cpu-long-shift")
+# its own kept records first (the first --reuse wins; see step 16 of central_result.sh)
+[ -d "$KEPT/reproduce-cpu-long-shift" ] && shift_args+=(--reuse "$KEPT/reproduce-cpu-long-shift")
+shift_args+=(--reuse "$KEPT" --reuse docs/results/gpu/runs)
+shift_seeds=
+if [ -f teachers/tinyimagenet-mae-d128-l4-e100/model.safetensors ]; then
+  for s in 0 0,1 0,1,2; do
+    attnxfer reproduce "${shift_args[@]}" --seeds "$s" --plan | tail -n 1 |
+      grep -Eq " 0 to resume, 0 to train(;|$)" && shift_seeds=$s
+  done
+fi
+if [ -n "$shift_seeds" ]; then
+  attnxfer reproduce "${shift_args[@]}" --seeds "$shift_seeds"
   for ext in md json png; do
-    cp "$RUNS/reproduce-cpu-long/results.$ext" "docs/results/reproduce_cpu_long_shift.$ext"
+    cp "$RUNS/reproduce-cpu-long-shift/results.$ext" "docs/results/reproduce_cpu_long_shift.$ext"
   done
 fi
 # the long table (3 seeds) as far as it has come; step 6 of central_result.sh writes it whole
 if [ -d "$RUNS/reproduce-cpu-long" ]; then
-  attnxfer reproduce "${long[@]}" --finished-only
+  attnxfer reproduce --tier cpu-long --out "$RUNS/reproduce-cpu-long" --reuse "$KEPT" \
+    --reuse docs/results/gpu/runs --finished-only
   for ext in md json png; do
     cp "$RUNS/reproduce-cpu-long/results.$ext" "docs/results/reproduce_cpu_long.$ext"
   done
@@ -88,8 +99,8 @@ if compgen -G "$RUNS/grad-probe/*/seed*/metrics.jsonl" > /dev/null; then
   python benchmarks/grad_probe_report.py --runs "$RUNS/grad-probe" > /dev/null
 fi
 # last, so that the records include what the reports evaluated (the curves' ensembles)
-for name in schedule-curve schedule-curve-supervised reproduce-cpu-long ablations-e5 ablations-e40 \
-  ablations-long grad-probe; do
+for name in schedule-curve schedule-curve-supervised reproduce-cpu-long reproduce-cpu-long-shift \
+  ablations-e5 ablations-e40 ablations-long grad-probe; do
   [ -d "$RUNS/$name" ] && python benchmarks/keep_finished.py "$RUNS/$name" "$KEPT/$name"
 done
 # the 40-epoch students of seed 0 over their schedule, from the records just kept,

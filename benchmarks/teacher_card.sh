@@ -48,6 +48,6 @@ card teachers/cifar10-mae-d128-l4-e200 "$RUNS/teachers/cifar10_mae_long"
 SHIFT=teachers/tinyimagenet-mae-d128-l4-e100
 if [ -f "$SHIFT/model.safetensors" ]; then
   downstream=()
-  for m in finetune copy distill; do student "reproduce-cpu-long/tiny_mae/$m/seed0"; done
+  for m in finetune copy distill; do student "reproduce-cpu-long-shift/tiny_mae/$m/seed0"; done
   card "$SHIFT" "$RUNS/teachers/tinyimagenet_mae_long"
 fi
