@@ -11,9 +11,10 @@
 # the step it reached: on a machine that keeps runs/ between commands (a warm device), the same
 # command again resumes there. The parts
 # finished already take their cells from the records in seconds; what is left (2026-12-07): the
-# 40-epoch point's seeds 1 (scratch, copy) and 2 (all four), six students at once (copy without
-# its lr decay at 40 epochs, benchmarks/ablations_e40.sh, has its record). The 80-epoch point (about
-# 1,600 s a student) is left to the CPU script, benchmarks/central_result.sh.
+# 40-epoch point's seed 1 copy student and seed 2's four, and copy with and without its lr decay
+# at 40 epochs on seed 1 (benchmarks/ablations_e40.sh; seed 0 has its records), seven students at
+# once. The 80-epoch point (about 1,600 s a student) is left to the CPU script,
+# benchmarks/central_result.sh.
 # A cell with a committed record (docs/results/runs, docs/results/gpu/runs; trained on any
 # machine: the device is no part of a run's identity) is taken, not trained again. Afterwards,
 # keep the new records where the reports find them:
@@ -50,7 +51,7 @@ part curve-supervised --curve 0.4,2,5,10 --seeds 0 --teacher "$SUPERVISED" &
 part curve-e40-s1 --curve 40 --seeds 1 --jobs 2 &
 part curve-e40-s2 --curve 40 --seeds 2 --jobs 4 &
 (
-  EXTRA="${G[*]}" RUNS=$PARTS timeout "$BUDGET" bash benchmarks/ablations_e40.sh \
+  EXTRA="${G[*]}" RUNS=$PARTS SEEDS=0,1 JOBS=2 timeout "$BUDGET" bash benchmarks/ablations_e40.sh \
     > "$PARTS/ablations-e40.log" 2>&1
   echo "ablations-e40: rc=$? after ${SECONDS}s"
 ) &
