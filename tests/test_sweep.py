@@ -601,6 +601,18 @@ def test_reproduce_shift_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     assert json.loads((again / "results.json").read_text())["shift"]["sets"] == shift["sets"]
 
 
+def test_gap_and_lead_stand_on_the_seeds_every_row_has():
+    from attnxfer.report import gap_on_shared_seeds, lead_on_shared_seeds
+
+    scratch, finetune = {0: 60.0, 1: 62.0, 2: 70.0}, {0: 80.0, 1: 82.0}
+    distill = {0: 70.0, 1: 74.0, 3: 90.0}  # seed 2 has no distilled run, seed 3 no references
+    assert gap_on_shared_seeds(distill, scratch, finetune) == (pytest.approx(55.0), [0, 1])
+    assert lead_on_shared_seeds(distill, scratch) == (pytest.approx(11.0), [0, 1])
+    assert lead_on_shared_seeds({2: 71.0}, scratch) == (pytest.approx(1.0), [2])
+    assert gap_on_shared_seeds({2: 71.0}, scratch, finetune) == (None, [])
+    assert lead_on_shared_seeds({5: 1.0}, scratch) == (None, [])
+
+
 def test_an_ensemble_pairs_each_seeds_and_lengths_finetune_and_distill_of_the_main_teacher():
     from attnxfer import reproduce as R
 
@@ -643,6 +655,10 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
         else:
             expected = 100 * (distill - scratch) / (finetune - scratch)
             assert p["gap_recovered"]["distill"] == pytest.approx(expected)
+        # each method's points above scratch, beside its share of the gap
+        assert sorted(p["lead_over_scratch"]) == sorted(R.CURVE_METHODS[1:])
+        assert p["lead_over_scratch"]["distill"]["points"] == pytest.approx(distill - scratch)
+        assert p["lead_over_scratch"]["finetune"]["seeds"] == [0]
         # the ensemble of the length's fine-tuned and distilled students, against fine-tuning
         ensemble = json.loads((out / f"e{p['epochs']:g}/distill/seed0/ensemble.json").read_text())
         assert p["ensemble"]["runs"] == [ensemble["top1"]]

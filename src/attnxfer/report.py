@@ -136,6 +136,19 @@ def gap_on_shared_seeds(
     return gap_recovered(mean, scratch_mean, finetune_mean), seeds
 
 
+def lead_on_shared_seeds(
+    values: dict[int, float], scratch: dict[int, float]
+) -> tuple[float | None, list[int]]:
+    """How many points a method's per-seed top-1 ``values`` lie above the scratch student's, on
+    the means over the seeds where both have finished, and those seeds; ``(None, [])`` where
+    none has both. Beside :func:`gap_on_shared_seeds`: a share can rise because the gap narrows
+    while the lead stays put."""
+    seeds = sorted(set(values) & set(scratch))
+    if not seeds:
+        return None, []
+    return statistics.fmean(values[s] - scratch[s] for s in seeds), seeds
+
+
 def pm(d: dict[str, Any]) -> str:
     """``mean ± std`` of a :func:`summarise` record, two decimals."""
     return f"{d['mean']:.2f} ± {d['std']:.2f}"

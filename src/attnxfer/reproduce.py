@@ -35,6 +35,7 @@ from .report import (
     gap_on_shared_seeds,
     gap_recovered,
     hardware,
+    lead_on_shared_seeds,
     mean_std,
     pm,
     provenance,
@@ -539,6 +540,11 @@ def schedule_curve(
             gaps[m], gap_seeds[m] = gap_on_shared_seeds(
                 values.get(m, {}), values.get("scratch", {}), values.get("finetune", {})
             )
+        leads = {}  # points above the scratch student, beside the share of a narrowing gap
+        for m in CURVE_METHODS[1:]:
+            if m in values:
+                lead, lead_seeds = lead_on_shared_seeds(values[m], values.get("scratch", {}))
+                leads[m] = {"points": lead, "seeds": lead_seeds}
         points.append(
             {
                 "epochs": epochs,
@@ -547,6 +553,7 @@ def schedule_curve(
                 "methods": row,
                 "gap_recovered": gaps,
                 "gap_seeds": gap_seeds,
+                "lead_over_scratch": leads,
                 **_curve_ensemble(runs, seeds, epochs),
             }
         )
@@ -692,7 +699,7 @@ def _percent(value: float | None, digits: int = 0) -> str:
 def plot_curve(r: dict[str, Any], path: Path) -> None:
     points = r["points"]
     steps = [p["steps"] for p in points]
-    with figure(path, 1, 2, figsize=(10, 3.6)) as (_, axes):
+    with figure(path, 1, 3, figsize=(15, 3.6)) as (_, axes):
         for m in CURVE_METHODS:
             have = [p for p in points if m in p["methods"]]
             means = [p["methods"][m]["mean"] for p in have]
@@ -711,18 +718,29 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
                 color=f"C{len(CURVE_METHODS)}",
             )
         axes[0].set_ylabel("CIFAR-10 top-1 (%)")
-        axes[1].axhline(100, color="grey", lw=0.8, ls="--")
         axes[1].axhline(0, color="black", lw=0.8)
+        for m in CURVE_METHODS[1:]:  # a curve written before the leads were recorded: none
+            leads = [p.get("lead_over_scratch", {}).get(m, {}).get("points") for p in points]
+            axes[1].plot(
+                steps,
+                [float("nan") if v is None else v for v in leads],
+                marker="o",
+                label=m,
+                color=f"C{CURVE_METHODS.index(m)}",
+            )
+        axes[1].set_ylabel("points above scratch")
+        axes[2].axhline(100, color="grey", lw=0.8, ls="--")
+        axes[2].axhline(0, color="black", lw=0.8)
         for m in ("copy", "distill"):
             gaps = [p["gap_recovered"][m] for p in points]
-            axes[1].plot(
+            axes[2].plot(
                 steps,
                 [float("nan") if g is None else g for g in gaps],
                 marker="o",
                 label=m,
                 color=f"C{CURVE_METHODS.index(m)}",
             )
-        axes[1].set_ylabel("scratch-to-fine-tune gap recovered (%)")
+        axes[2].set_ylabel("scratch-to-fine-tune gap recovered (%)")
         for ax in axes:
             ax.set_xscale("log")
             ax.set_xticks(steps, [f"{s:,}" for s in steps])
@@ -887,7 +905,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    with figure(path, 1, 2, figsize=(10, 3.6)) as (_, axes):
+    with figure(path, 1, 3, figsize=(15, 3.6)) as (_, axes):
         rows = r["rows"]
         counts = [len(row["runs"]) for row in rows]
         whole = set(counts) == {len(r["seeds"])}
