@@ -614,6 +614,7 @@ def test_gap_and_lead_stand_on_the_seeds_every_row_has():
 
 
 def test_an_ensemble_pairs_each_seeds_and_lengths_finetune_and_distill_of_the_main_teacher():
+    from attnxfer import curve
     from attnxfer import reproduce as R
 
     tier = R.TIERS["cpu"]
@@ -623,8 +624,8 @@ def test_an_ensemble_pairs_each_seeds_and_lengths_finetune_and_distill_of_the_ma
     assert [(f.name, d.name) for f, d in pairs] == [
         (f"cifar10_mae/finetune/seed{s}", f"cifar10_mae/distill/seed{s}") for s in (0, 1)
     ]
-    curve = [R.curve_cell(tier, "t", e, m, 0) for e in (0.4, 2) for m in R.CURVE_METHODS]
-    assert [(f.name, d.name) for f, d in R._ensemble_pairs(curve)] == [
+    cells = [curve.curve_cell(tier, "t", e, m, 0) for e in (0.4, 2) for m in curve.CURVE_METHODS]
+    assert [(f.name, d.name) for f, d in R._ensemble_pairs(cells)] == [
         (f"e{e}/finetune/seed0", f"e{e}/distill/seed0") for e in ("0.4", "2")
     ]
 
@@ -633,6 +634,7 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     """Every method at every length, a share of an epoch as a subset, the gap per length, the
     files; a second invocation takes identical finished runs instead of training them."""
     from attnxfer import reproduce as R
+    from attnxfer.curve import CURVE_METHODS
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("data: {name: digits, scale: [0.6, 1.0], hflip: 0.0}\n")
@@ -646,7 +648,7 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     short, full = report["points"]
     assert short["steps"] == 100 // 32 and full["steps"] > short["steps"]  # 100 images
     for p in report["points"]:
-        assert list(p["methods"]) == list(R.CURVE_METHODS)
+        assert list(p["methods"]) == list(CURVE_METHODS)
         scratch, finetune, distill = (
             p["methods"][k]["mean"] for k in ("scratch", "finetune", "distill")
         )
@@ -656,7 +658,7 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
             expected = 100 * (distill - scratch) / (finetune - scratch)
             assert p["gap_recovered"]["distill"] == pytest.approx(expected)
         # each method's points above scratch, beside its share of the gap
-        assert sorted(p["lead_over_scratch"]) == sorted(R.CURVE_METHODS[1:])
+        assert sorted(p["lead_over_scratch"]) == sorted(CURVE_METHODS[1:])
         assert p["lead_over_scratch"]["distill"]["points"] == pytest.approx(distill - scratch)
         assert p["lead_over_scratch"]["finetune"]["seeds"] == [0]
         # the ensemble of the length's fine-tuned and distilled students, against fine-tuning
@@ -678,7 +680,7 @@ def test_schedule_curve_tiny(tmp_path, monkeypatch, teacher_file, capsys):
 
     again = tmp_path / "again"
     assert cli(*args, "--seeds", "0", "--out", str(again), "--reuse", str(out)) == 0
-    assert all((again / "e1" / m / "seed0").is_symlink() for m in R.CURVE_METHODS)
+    assert all((again / "e1" / m / "seed0").is_symlink() for m in CURVE_METHODS)
     second = json.loads((again / "schedule_curve.json").read_text())
     assert second["points"] == report["points"]
     assert cli(*args, "--seeds", "0", "--out", str(again), "--finished-only") == 0

@@ -463,20 +463,20 @@ def add_reproduce(sub: Subparsers) -> None:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import planned_cells, reproduce, schedule_curve, weightless_members
+    from .curve import curve_cells, schedule_curve
+    from .reproduce import planned_cells, reproduce, weightless_members
 
     if args.curve is not None and (args.shift or args.shift_teacher):
         raise AttnxferError("--curve draws the in-distribution curve only: drop --shift")
     if args.plan:
-        cells = planned_cells(
-            args.tier,
-            _ints(args.seeds, "--seeds"),
-            args.shift,
-            args.overrides,
-            args.teacher,
-            args.shift_teacher,
-            lengths=None if args.curve is None else _floats(args.curve, "--curve"),
-        )
+        seeds = _ints(args.seeds, "--seeds")
+        if args.curve is None:
+            cells = planned_cells(
+                args.tier, seeds, args.shift, args.overrides, args.teacher, args.shift_teacher
+            )
+        else:
+            lengths = _floats(args.curve, "--curve")
+            cells = curve_cells(args.tier, lengths, seeds, args.overrides, args.teacher)
         return _print_plan(cells, args, weightless_members)
     if args.curve is not None:
         schedule_curve(
