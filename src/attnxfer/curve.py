@@ -30,12 +30,12 @@ from .report import (
     write_results,
 )
 from .reproduce import (
-    METHOD_OVERRIDES,
     Tier,
     cell_summaries,
     check_teachers,
     ensemble_top1,
     gap_text,
+    method_overrides,
     recipe_note,
     take_or_train_again,
     teacher_label,
@@ -77,13 +77,9 @@ def curve_cell(
     return Cell(
         name=f"e{epochs:g}/{method}/seed{seed}",
         configs=[tier.config],
-        overrides=[
-            f"teacher.source={teacher}",
-            *METHOD_OVERRIDES[method],
-            f"run.seed={seed}",
-            *overrides,
-            *length_overrides(epochs, tier.train_images),
-        ],
+        overrides=method_overrides(
+            teacher, method, seed, [*overrides, *length_overrides(epochs, tier.train_images)]
+        ),
         labels={"epochs": epochs, "method": method, "seed": seed},
     )
 
@@ -337,28 +333,25 @@ def plot_curve(r: dict[str, Any], path: Path) -> None:
                 color=f"C{len(CURVE_METHODS)}",
             )
         axes[0].set_ylabel("CIFAR-10 top-1 (%)")
-        axes[1].axhline(0, color="black", lw=0.8)
-        for m in CURVE_METHODS[1:]:  # a curve written before the leads were recorded: none
-            leads = [p.get("lead_over_scratch", {}).get(m, {}).get("points") for p in points]
-            axes[1].plot(
+
+        def per_point(ax: Any, m: str, values: list[float | None]) -> None:
+            ax.plot(
                 steps,
-                [float("nan") if v is None else v for v in leads],
+                [float("nan") if v is None else v for v in values],
                 marker="o",
                 label=m,
                 color=f"C{CURVE_METHODS.index(m)}",
             )
+
+        axes[1].axhline(0, color="black", lw=0.8)
+        for m in CURVE_METHODS[1:]:  # a curve written before the leads were recorded: none
+            leads = [p.get("lead_over_scratch", {}).get(m, {}).get("points") for p in points]
+            per_point(axes[1], m, leads)
         axes[1].set_ylabel("points above scratch")
         axes[2].axhline(100, color="grey", lw=0.8, ls="--")
         axes[2].axhline(0, color="black", lw=0.8)
         for m in ("copy", "distill"):
-            gaps = [p["gap_recovered"][m] for p in points]
-            axes[2].plot(
-                steps,
-                [float("nan") if g is None else g for g in gaps],
-                marker="o",
-                label=m,
-                color=f"C{CURVE_METHODS.index(m)}",
-            )
+            per_point(axes[2], m, [p["gap_recovered"][m] for p in points])
         axes[2].set_ylabel("scratch-to-fine-tune gap recovered (%)")
         for ax in axes:
             ax.set_xscale("log")

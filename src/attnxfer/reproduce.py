@@ -119,6 +119,13 @@ TIERS = {
 }
 
 
+def method_overrides(teacher: str, method: str, seed: int, extra: list[str] = ()) -> list[str]:
+    """The overrides of one student of a table or curve on the tier's config: its teacher (a
+    scratch student takes only its architecture, with fresh weights), its method's recipe
+    (:data:`METHOD_OVERRIDES`), its seed, then ``extra``."""
+    return [f"teacher.source={teacher}", *METHOD_OVERRIDES[method], f"run.seed={seed}", *extra]
+
+
 def _cells(tier: Tier, teacher: str, label: str, methods: tuple[str, ...], seeds, extra):
     cells = []
     for method in methods:
@@ -128,13 +135,7 @@ def _cells(tier: Tier, teacher: str, label: str, methods: tuple[str, ...], seeds
                 Cell(
                     name=f"{where}/seed{seed}",
                     configs=[tier.config],
-                    # scratch gets the teacher only for its architecture (fresh weights)
-                    overrides=[
-                        f"teacher.source={teacher}",
-                        *METHOD_OVERRIDES[method],
-                        f"run.seed={seed}",
-                        *extra,
-                    ],
+                    overrides=method_overrides(teacher, method, seed, extra),
                     labels={"teacher": label, "method": method, "seed": seed},
                 )
             )
