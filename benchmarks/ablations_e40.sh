@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The ablations at the schedule curve's 40-epoch length (15,600 steps per student, the long
 # tier's recipe and 200-epoch MAE teacher, seed 0), measured against the curve's own scratch and
-# fine-tune students at that length. Step 14 of benchmarks/central_result.sh runs `copy_decay`:
-# is copy's place below scratch at 40 epochs (75.53 against 75.51) its recipe's layer-wise lr
-# decay, which cost it 3.38 points at 10 epochs? The decayed row is the curve's own copy student.
+# fine-tune students at that length. Step 14 of benchmarks/central_result.sh runs `copy_decay`
+# (seeds 0 and 1): is copy's place below scratch at 40 epochs (-11% of the gap over seeds 0 and
+# 1) its recipe's layer-wise lr decay, which cost it 3.38 points at 10 epochs? The decayed row
+# is the curve's own copy student.
 #   bash benchmarks/ablations_e40.sh [name ...]      # default: copy_decay; restartable
 #   FINISHED_ONLY=1 bash benchmarks/ablations_e40.sh  # train nothing: the cells finished so far
 #   SEEDS=0,1 bash benchmarks/ablations_e40.sh copy_decay  # more seeds (default: 0)
