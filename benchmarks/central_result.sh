@@ -36,8 +36,8 @@
 #    over fine-tuning (+0.33 on seed 0) hold, and how far does distillation's share spread?
 # 14. copy without its recipe's layer-wise lr decay at the 40-epoch length, seeds 0 and 1
 #    (benchmarks/ablations_e40.sh): is copy below scratch at 40 epochs (-11% of the gap over
-#    seeds 0 and 1) because of the decay, which cost it 3.38 points at 10 epochs (+40% of the
-#    gap without it on seed 0)?
+#    seeds 0 and 1) because of the decay, which cost it 3.38 points at 10 epochs? (Without it:
+#    +35% of the gap over seeds 0 and 1, 3.55 and 4.33 points above the decayed copy.)
 # 15. the schedule curve's 80-epoch point (31,200 steps, about 2-4.5 h a student), seed 0: the
 #    curve has not levelled off at 40 epochs (distillation -2%, ..., 47%, 64% of the gap): does it
 #    go on rising toward fine-tuning, and does copy stay below scratch?
