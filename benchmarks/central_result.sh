@@ -41,7 +41,9 @@
 # 15. the schedule curve's 80-epoch point (31,200 steps, about 2-4.5 h a student), seed 0: the
 #    curve has not levelled off at 40 epochs (distillation -2%, ..., 47%, 64% of the gap): does it
 #    go on rising toward fine-tuning, and does copy stay below scratch?
-# 16. the long Tiny-ImageNet teacher and the table's distribution-shift rows
+# 16. the long Tiny-ImageNet teacher and the table's distribution-shift rows, one seed at a time
+# A teacher that has not finished resumes from its checkpoint in runs/ or, on a machine without
+# one, from the checkpoint an earlier machine carried (benchmarks/carry.sh).
 # Steps 2, 3, 5, 6, 7, 11, 12, 13, 15 and 16 are `attnxfer reproduce` runs and steps 4, 9, 10 and 14 `attnxfer sweep`
 # runs: each finished student is kept.
 # PLAN=1 runs nothing: every step lists what it would do with each of its runs (finished, taken
@@ -77,11 +79,18 @@ opts=(--jobs "${JOBS:-1}")
 teacher() {  # teacher CONFIG RUN FOLDER: pre-train (or resume) once, then copy RUN/teacher
   local config=$1 run=$2 folder=$3
   [ -f "$folder/model.safetensors" ] && return
+  local carried=docs/results/carried/${run#"$RUNS"/}
   if [ -n "${PLAN:-}" ]; then
-    echo "teacher $folder: to pre-train (attnxfer pretrain --method mae -c $config --resume auto)"
+    local from=
+    [ ! -d "$carried" ] || from=", from the checkpoint carried in $carried"
+    echo "teacher $folder: to pre-train$from (attnxfer pretrain --method mae -c $config --resume auto)"
     return
   fi
   if [ ! -f "$run/summary.json" ]; then
+    # a checkpoint carried from an earlier machine (benchmarks/carry.sh), where $run has none
+    if [ -d "$carried" ] && [ "$RUNS" = runs ]; then
+      bash benchmarks/carry.sh --restore "$run"
+    fi
     attnxfer pretrain --method mae -c "$config" --resume auto
   fi
   mkdir -p "$folder"
@@ -139,7 +148,10 @@ else
   # students it trained again, with their corrupted-set top-1, before the table's weightless ones
   own=()
   [ -d "$KEPT/reproduce-cpu-long-shift" ] && own=(--reuse "$KEPT/reproduce-cpu-long-shift")
-  for seeds in 0 0,1,2; do  # seed 0's rows first: a first shift table a third of the way in
+  # one seed at a time, then the table of all three: each invocation's report evaluates its
+  # students on the corrupted sets (corruptions.json) and their ensembles, which the kept
+  # records then hold, while the weights are still on this machine
+  for seeds in 0 1 2 0,1,2; do
     attnxfer reproduce --tier cpu-long --shift --seeds "$seeds" --out "$SHIFT_TABLE" "${own[@]}" \
       "${kept[@]}" "${opts[@]}"
   done

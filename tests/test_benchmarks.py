@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -777,3 +778,53 @@ def test_trajectories_sets_students_of_one_schedule_side_by_side(tmp_path):
     late = run("late", [(3, 60.0)])
     with pytest.raises(SystemExit, match="share no evaluated epoch"):
         bench.main(["--out", str(out), f"scratch={scratch}", f"late={late}"])
+
+
+def test_carry_keeps_the_newest_finished_checkpoint_and_restores_it_once(tmp_path):
+    """benchmarks/carry.sh: an unfinished run's newest checkpoint that finished writing (a
+    folder without meta.json is one cut off mid-write) goes to docs/results/carried/ with the
+    run's config and metrics, replacing the earlier carry; restored only where the run has no
+    checkpoint; a finished run or a path outside runs/ is refused with one line."""
+    import subprocess
+
+    def carry(*args):
+        return subprocess.run(
+            ["bash", str(BENCH / "carry.sh"), *args], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    run = tmp_path / "runs/teachers/t"
+    for step, finished in ((390, True), (780, True), (1170, False)):
+        ckpt = run / f"checkpoints/step_{step:09d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "state.pt").write_text(str(step))
+        if finished:
+            (ckpt / "meta.json").write_text("{}")
+    (run / "config.yaml").write_text("pretrain: {method: mae}\n")
+    (run / "metrics.jsonl").write_text("{}\n")
+    kept = tmp_path / "docs/results/carried/teachers/t"
+    (kept / "checkpoints/step_000000001").mkdir(parents=True)  # an earlier carry: replaced
+
+    done = carry("runs/teachers/t")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (kept / "checkpoints").iterdir()) == ["step_000000780"]
+    assert (kept / "checkpoints/step_000000780/state.pt").read_text() == "780"
+    assert {p.name for p in kept.iterdir()} == {"checkpoints", "config.yaml", "metrics.jsonl"}
+
+    done = carry("--restore", "runs/teachers/t")  # the run has checkpoints of its own
+    assert done.returncode == 0 and "left as it is" in done.stdout
+    assert (run / "checkpoints/step_000000390").is_dir()
+    done = carry("--restore", "runs/teachers/elsewhere")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "nothing carried" in done.stderr
+
+    shutil.rmtree(tmp_path / "runs")  # a fresh machine
+    done = carry("--restore", "runs/teachers/t")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000000780"]
+    assert (run / "config.yaml").read_text() == "pretrain: {method: mae}\n"
+
+    (run / "summary.json").write_text("{}")
+    for args in (["runs/teachers/t"], ["elsewhere/t"]):
+        done = carry(*args)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert (kept / "checkpoints/step_000000780/state.pt").read_text() == "780"
