@@ -4,6 +4,7 @@
 # "all done":
 #   setsid nohup bash benchmarks/central_result.sh >> runs/central_result.log 2>&1 &
 #   JOBS=2 setsid nohup bash benchmarks/central_result.sh ...   # two students at a time
+#   STEPS=13,16 setsid nohup bash benchmarks/central_result.sh ...   # only steps 13 and 16
 #   kill -TERM -- -PID    # stop it (PID: the script's, the leader of its own process group
 #                         # under setsid): each student in training saves the step it reached,
 #                         # and the next start resumes from there
@@ -98,63 +99,83 @@ teacher() {  # teacher CONFIG RUN FOLDER: pre-train (or resume) once, then copy 
   echo "teacher copied to $folder"
 }
 
-step() { echo "== $(date -u +%H:%M) $*"; }
+step() {  # step N TITLE: whether step N is to run (announcing it when it is)
+  [ -z "${STEPS:-}" ] || [[ ",$STEPS," == *",$1,"* ]] || return 1
+  echo "== $(date -u +%H:%M) $1. $2"
+}
 
-step "1. CIFAR-10 MAE teacher, 200 epochs"
-teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
-step "2. schedule curve, 0.4, 2 and 5 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}" "${opts[@]}"
-step "3. schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
-  --out "$CURVE-supervised" "${kept[@]}" "${opts[@]}"
-step "4. which layers are distilled, and the weight lambda, at 1,950 steps, seed 0"
-RUNS=$RUNS bash benchmarks/ablations_e5.sh layers lambda
-step "5. long-tier table, seed 0, and the schedule curve to 10 epochs"
-attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}" "${opts[@]}"
-table=()  # the 10-epoch point is the table's seed 0 (under PLAN=1 the table may not exist yet)
-[ -d "$TABLE" ] && table=(--reuse "$TABLE")
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" "${table[@]}" \
-  "${kept[@]}" "${opts[@]}"
-step "6. long-tier table, seeds 0-2"
-attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}" "${opts[@]}"
-step "7. the schedule curve to 20 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20 --seeds 0 --out "$CURVE" "${table[@]}" \
-  "${kept[@]}" "${opts[@]}"
-step "8. the teacher's card, with the curve's students and the table's (seed 0)"
-RUNS=$RUNS bash benchmarks/teacher_card.sh
-step "9. ablations on the long recipe, seed 0"
-RUNS=$RUNS bash benchmarks/ablations_long.sh
-step "10. the gradients of the task and distillation losses, lambda 0.3 and 3, seed 0"
-RUNS=$RUNS bash benchmarks/grad_probe.sh
-step "11. the schedule curve to 40 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20,40 --seeds 0 --out "$CURVE" "${table[@]}" \
-  "${kept[@]}" "${opts[@]}"
-step "12. the supervised teacher's curve to 10 epochs, seed 0"
-attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --teacher "$SUPERVISED" \
-  --out "$CURVE-supervised" "${kept[@]}" "${opts[@]}"
-step "13. the schedule curve's 40-epoch point, seeds 1 and 2"
-attnxfer reproduce --tier cpu-long --curve 40 --seeds 1,2 --out "$CURVE" "${kept[@]}" "${opts[@]}"
-step "14. copy without its layer-wise lr decay at 40 epochs, seeds 0 and 1"
-SEEDS=0,1 RUNS=$RUNS bash benchmarks/ablations_e40.sh
-step "15. the schedule curve's 80-epoch point, seed 0"
-attnxfer reproduce --tier cpu-long --curve 80 --seeds 0 --out "$CURVE" "${kept[@]}" "${opts[@]}"
-step "16. Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"
-[ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
-teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
-if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then
-  echo "the shift rows: planned once the Tiny-ImageNet teacher exists"
-else
-  # its own kept records first (the first --reuse wins): the table's fine-tuned and distilled
-  # students it trained again, with their corrupted-set top-1, before the table's weightless ones
-  own=()
-  [ -d "$KEPT/reproduce-cpu-long-shift" ] && own=(--reuse "$KEPT/reproduce-cpu-long-shift")
-  # one seed at a time, then the table of all three: each invocation's report evaluates its
-  # students on the corrupted sets (corruptions.json) and their ensembles, which the kept
-  # records then hold, while the weights are still on this machine
-  for seeds in 0 1 2 0,1,2; do
-    attnxfer reproduce --tier cpu-long --shift --seeds "$seeds" --out "$SHIFT_TABLE" "${own[@]}" \
-      "${kept[@]}" "${opts[@]}"
-  done
-  RUNS=$RUNS bash benchmarks/teacher_card.sh  # the Tiny-ImageNet teacher's card, with its students
+if step 1 "CIFAR-10 MAE teacher, 200 epochs"; then
+  teacher configs/cifar10/mae_teacher_long.yaml "$RUNS/teachers/cifar10_mae_long" "$TEACHER"
 fi
-step "all done"
+if step 2 "schedule curve, 0.4, 2 and 5 epochs, seed 0"; then
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --out "$CURVE" "${kept[@]}" "${opts[@]}"
+fi
+if step 3 "schedule curve from the supervised teacher, 0.4, 2 and 5 epochs, seed 0"; then
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5 --seeds 0 --teacher "$SUPERVISED" \
+    --out "$CURVE-supervised" "${kept[@]}" "${opts[@]}"
+fi
+if step 4 "which layers are distilled, and the weight lambda, at 1,950 steps, seed 0"; then
+  RUNS=$RUNS bash benchmarks/ablations_e5.sh layers lambda
+fi
+table=()  # the 10-epoch point is the table's seed 0 (under PLAN=1 the table may not exist yet)
+if step 5 "long-tier table, seed 0, and the schedule curve to 10 epochs"; then
+  attnxfer reproduce --tier cpu-long --seeds 0 --out "$TABLE" "${kept[@]}" "${opts[@]}"
+  [ ! -d "$TABLE" ] || table=(--reuse "$TABLE")
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --out "$CURVE" "${table[@]}" \
+    "${kept[@]}" "${opts[@]}"
+fi
+if step 6 "long-tier table, seeds 0-2"; then
+  attnxfer reproduce --tier cpu-long --out "$TABLE" "${kept[@]}" "${opts[@]}"
+fi
+[ ! -d "$TABLE" ] || table=(--reuse "$TABLE")
+if step 7 "the schedule curve to 20 epochs, seed 0"; then
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20 --seeds 0 --out "$CURVE" "${table[@]}" \
+    "${kept[@]}" "${opts[@]}"
+fi
+if step 8 "the teacher's card, with the curve's students and the table's (seed 0)"; then
+  RUNS=$RUNS bash benchmarks/teacher_card.sh
+fi
+if step 9 "ablations on the long recipe, seed 0"; then
+  RUNS=$RUNS bash benchmarks/ablations_long.sh
+fi
+if step 10 "the gradients of the task and distillation losses, lambda 0.3 and 3, seed 0"; then
+  RUNS=$RUNS bash benchmarks/grad_probe.sh
+fi
+if step 11 "the schedule curve to 40 epochs, seed 0"; then
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10,20,40 --seeds 0 --out "$CURVE" "${table[@]}" \
+    "${kept[@]}" "${opts[@]}"
+fi
+if step 12 "the supervised teacher's curve to 10 epochs, seed 0"; then
+  attnxfer reproduce --tier cpu-long --curve 0.4,2,5,10 --seeds 0 --teacher "$SUPERVISED" \
+    --out "$CURVE-supervised" "${kept[@]}" "${opts[@]}"
+fi
+if step 13 "the schedule curve's 40-epoch point, seeds 1 and 2"; then
+  attnxfer reproduce --tier cpu-long --curve 40 --seeds 1,2 --out "$CURVE" "${kept[@]}" "${opts[@]}"
+fi
+if step 14 "copy without its layer-wise lr decay at 40 epochs, seeds 0 and 1"; then
+  SEEDS=0,1 RUNS=$RUNS bash benchmarks/ablations_e40.sh
+fi
+if step 15 "the schedule curve's 80-epoch point, seed 0"; then
+  attnxfer reproduce --tier cpu-long --curve 80 --seeds 0 --out "$CURVE" "${kept[@]}" "${opts[@]}"
+fi
+if step 16 "Tiny-ImageNet MAE teacher, 100 epochs, and the shift rows"; then
+  [ -n "${PLAN:-}" ] || attnxfer prepare tiny-imagenet
+  teacher configs/tinyimagenet/mae_teacher_long.yaml "$RUNS/teachers/tinyimagenet_mae_long" "$SHIFT_TEACHER"
+  if [ -n "${PLAN:-}" ] && [ ! -f "$SHIFT_TEACHER/model.safetensors" ]; then
+    echo "the shift rows: planned once the Tiny-ImageNet teacher exists"
+  else
+    # its own kept records first (the first --reuse wins): the table's fine-tuned and distilled
+    # students it trained again, with their corrupted-set top-1, before the table's weightless ones
+    own=()
+    [ -d "$KEPT/reproduce-cpu-long-shift" ] && own=(--reuse "$KEPT/reproduce-cpu-long-shift")
+    # one seed at a time, then the table of all three: each invocation's report evaluates its
+    # students on the corrupted sets (corruptions.json) and their ensembles, which the kept
+    # records then hold, while the weights are still on this machine
+    for seeds in 0 1 2 0,1,2; do
+      attnxfer reproduce --tier cpu-long --shift --seeds "$seeds" --out "$SHIFT_TABLE" "${own[@]}" \
+        "${kept[@]}" "${opts[@]}"
+    done
+    RUNS=$RUNS bash benchmarks/teacher_card.sh  # the Tiny-ImageNet teacher's card, with its students
+  fi
+fi
+echo "== $(date -u +%H:%M) all done"

@@ -828,3 +828,17 @@ def test_carry_keeps_the_newest_finished_checkpoint_and_restores_it_once(tmp_pat
         done = carry(*args)
         assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert (kept / "checkpoints/step_000000780/state.pt").read_text() == "780"
+
+
+def test_central_result_runs_only_the_steps_asked_for():
+    """STEPS=1 runs step 1 alone (its teacher exists: nothing to do) and announces no other."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PLAN": "1", "STEPS": "1"}
+    done = subprocess.run(
+        ["bash", str(BENCH / "central_result.sh")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    announced = [line.split(" ", 2)[2] for line in done.stdout.splitlines() if line[:3] == "== "]
+    assert announced == ["1. CIFAR-10 MAE teacher, 200 epochs", "all done"]
