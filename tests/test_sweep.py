@@ -249,7 +249,7 @@ def test_run_cells_keeps_jobs_runs_going_in_the_cells_order(tmp_path, monkeypatc
 
     lock, running, most, started = threading.Lock(), [0], [0], []
 
-    def fake_run_cell(cell, root, reuse, env, processes):
+    def fake_run_cell(cell, root, reuse, env=None, processes=None):
         with lock:
             started.append(cell.name)
             running[0] += 1
@@ -257,14 +257,19 @@ def test_run_cells_keeps_jobs_runs_going_in_the_cells_order(tmp_path, monkeypatc
         time.sleep(0.05)
         with lock:
             running[0] -= 1
-        return {"val_top1": float(cell.name[1:]), "threads": env["OMP_NUM_THREADS"]}
+        summary = {"val_top1": float(cell.name[1:]), "threads": (env or {}).get("OMP_NUM_THREADS")}
+        return {**summary, "reused_from": "elsewhere"} if cell.name == "c5" else summary
 
     monkeypatch.setattr(S, "run_cell", fake_run_cell)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     cells = [Cell(f"c{i}") for i in range(7)]
-    done = run_cells(cells, tmp_path, jobs=3)
-    assert list(done) == [c.name for c in cells] and done["c4"]["val_top1"] == 4.0
-    assert most[0] == 3 and started[:3] == ["c0", "c1", "c2"]
+    for jobs in (3, 1):
+        measured = []  # `after` sees each cell finished here, not the one taken from elsewhere
+        done = run_cells(cells, tmp_path, jobs=jobs, after=lambda c, run, m=measured: m.append(run))
+        assert list(done) == [c.name for c in cells] and done["c4"]["val_top1"] == 4.0
+        assert sorted(measured) == [tmp_path / f"c{i}" for i in (0, 1, 2, 3, 4, 6)]
+        if jobs == 3:
+            assert most[0] == 3 and started[:3] == ["c0", "c1", "c2"]
     with pytest.raises(AttnxferError, match="--jobs 0: give 1 or more"):
         run_cells(cells, tmp_path, jobs=0)
 
@@ -540,11 +545,14 @@ def test_reproduce_shift_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     """--shift: the second teacher's rows, each row's distance to its teacher's fine-tuning, and
     the fine-tuned and distilled models of both teachers on corrupted test sets (here two noisy
     sets of random images in place of CIFAR-10-C); records without weights but with that
-    evaluation are taken, and one without it is trained again."""
+    evaluation are taken, and one without it is trained again. Each run's measurements are
+    recorded as soon as it has finished, before the report: a session that ends first (here the
+    report fails) leaves records that stand without the weights."""
     import numpy as np
     from PIL import Image
 
     from attnxfer import prepare
+    from attnxfer import reproduce as R
 
     (tmp_path / "tiny").mkdir()
     _tiny_tier(tmp_path, monkeypatch, teacher_file, tiny_teacher_file(tmp_path / "tiny"))
@@ -561,7 +569,22 @@ def test_reproduce_shift_tiny(tmp_path, monkeypatch, teacher_file, capsys):
     monkeypatch.setattr(prepare, "cifar10_c", lambda cache: corrupted)
     out = tmp_path / "shift"
     args = ["reproduce", "--shift", "data.train_subset=128", *TINY_STUDENT[1:]]
-    assert cli(*args, "--out", str(out)) == 0
+
+    def session_ends(*a, **k):
+        raise AttnxferError("the session ended before the report")
+
+    with monkeypatch.context() as m:
+        m.setattr(R, "_shift", session_ends)
+        assert cli(*args, "--out", str(out)) == 2  # the one-line error
+    records = [*out.rglob("corruptions.json"), *out.rglob("ensemble.json")]
+    assert sorted(str(p.relative_to(out)) for p in records) == [
+        "cifar10_mae/distill/seed0/corruptions.json",
+        "cifar10_mae/distill/seed0/ensemble.json",
+        "cifar10_mae/finetune/seed0/corruptions.json",
+        "tiny_mae/distill/seed0/corruptions.json",
+        "tiny_mae/finetune/seed0/corruptions.json",
+    ]
+    assert cli(*args, "--out", str(out)) == 0  # trains nothing: the report
     shift = json.loads((out / "results.json").read_text())["shift"]
     rows = {(r["teacher"], r["method"]): r for r in shift["rows"]}
     assert sorted(rows) == sorted(

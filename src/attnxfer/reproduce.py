@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,13 +194,21 @@ def planned_cells(
 
 
 def cell_summaries(
-    cells: list[Cell], out: Path, found: dict[str, Path], finished_only: bool, jobs: int, what: str
+    cells: list[Cell],
+    out: Path,
+    found: dict[str, Path],
+    finished_only: bool,
+    jobs: int,
+    what: str,
+    cache: Path = Path("~/.cache/attnxfer"),
 ) -> dict[str, dict[str, Any]]:
     """The summaries of a table's or curve's cells by name: each trained (or taken) by
-    :func:`attnxfer.sweep.run_cells`, ``jobs`` at a time, or with ``finished_only`` only those
-    that have finished."""
+    :func:`attnxfer.sweep.run_cells`, ``jobs`` at a time, with what the report measures on
+    its weights measured as soon as it has finished (:func:`measure_on_weights`); or with
+    ``finished_only`` only those that have finished."""
     if not finished_only:
-        return run_cells(cells, out, found, jobs, what)
+        after = measure_on_weights(cells, out, Path(cache).expanduser())
+        return run_cells(cells, out, found, jobs, what, after)
     done = {cell.name: finished_cell(cell, out, found) for cell in cells}
     return {name: summary for name, summary in done.items() if summary is not None}
 
@@ -240,7 +250,7 @@ def reproduce(
     results: dict[tuple[str, str], dict[int, float]] = {}
     runs: dict[tuple[str, str, int], Path] = {}
     summaries = []
-    done = cell_summaries(cells, out, found, finished_only, jobs, "reproduce: run")
+    done = cell_summaries(cells, out, found, finished_only, jobs, "reproduce: run", cache)
     for cell in cells:
         summary = done.get(cell.name)
         if summary is None:
@@ -435,8 +445,51 @@ def percent(value: float | None, digits: int = 0) -> str:
     return "" if value is None else f"{value:.{digits}f}%"
 
 
-def _shift(out: Path, results: dict, seeds: list[int], teacher: str, cache: Path) -> dict[str, Any]:
+def measure_on_weights(cells: list[Cell], out: Path, cache: Path) -> Callable[[Cell, Path], None]:
+    """What the report of ``cells`` measures on a finished run's weights, for
+    :func:`attnxfer.sweep.run_cells` to measure as soon as the run under ``out`` has finished,
+    so that its kept records hold it once the weights are gone (a later session on another
+    machine): a fine-tuned or distilled run's top-1 on the corrupted sets, with the shift rows
+    (``corruptions.json``), and the ensemble of a fine-tuned and distilled pair once both are
+    finished with their weights (``ensemble.json``). One measurement at a time."""
+    members = {cell.name for cell in _corruption_members(cells)}
+    pairs = {cell.name: pair for pair in _ensemble_pairs(cells) for cell in pair}
+    lock = threading.Lock()
+
+    def after(cell: Cell, run: Path) -> None:
+        if not C.list_checkpoints(run):
+            return
+        with lock:
+            if cell.name in members:
+                corrupted_top1(run, cache)
+            if cell.name in pairs:
+                runs = [out / c.name for c in pairs[cell.name]]
+                if all((r / "summary.json").is_file() and C.list_checkpoints(r) for r in runs):
+                    ensemble_top1(*runs)
+
+    return after
+
+
+def corrupted_top1(run: Path, cache: Path) -> dict[str, float]:
+    """Top-1 of ``run``'s model on each corrupted CIFAR-10 test set
+    (:func:`attnxfer.prepare.cifar10_c`, made in ``cache`` on first use), by set name: evaluated
+    once, then recorded in the run's ``corruptions.json``."""
     from .inference import evaluate_models
+    from .prepare import cifar10_c
+
+    record = run / "corruptions.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    sets = {p.name: ("imagefolder", str(p)) for p in cifar10_c(cache)}
+    r = evaluate_models([run], sets=sets, split="test", batch_size=256)
+    accs = {k: v["top1"] for k, v in next(iter(r.values())).items()}
+    partial = record.with_suffix(".json.partial")
+    partial.write_text(json.dumps(accs))
+    partial.replace(record)  # a run never holds half a record
+    return accs
+
+
+def _shift(out: Path, results: dict, seeds: list[int], teacher: str, cache: Path) -> dict[str, Any]:
     from .prepare import cifar10_c
 
     rows = []
@@ -446,21 +499,13 @@ def _shift(out: Path, results: dict, seeds: list[int], teacher: str, cache: Path
             row = {"teacher": label, "method": method, **summarise(results[(label, method)])}
             row["gap_to_finetune"] = row["mean"] - ft
             rows.append(row)
-    sets = {p.name: ("imagefolder", str(p)) for p in cifar10_c(cache)}
+    sets = [p.name for p in cifar10_c(cache)]
     corrupted: dict[str, Any] = {}
     for label in ("cifar10_mae", "tiny_mae"):
         for method in ("finetune", "distill"):
-            per_seed = []
-            for seed in seeds:
-                run = out / label / method / f"seed{seed}"
-                cached = run / "corruptions.json"
-                if cached.is_file():
-                    per_seed.append(json.loads(cached.read_text()))
-                    continue
-                r = evaluate_models([run], sets=sets, split="test", batch_size=256)
-                accs = {k: v["top1"] for k, v in next(iter(r.values())).items()}
-                cached.write_text(json.dumps(accs))
-                per_seed.append(accs)
+            per_seed = [
+                corrupted_top1(out / label / method / f"seed{seed}", cache) for seed in seeds
+            ]
             clean = results[(label, method)]
             by_severity: dict[str, list[float]] = {}
             for accs in per_seed:

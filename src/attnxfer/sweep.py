@@ -306,9 +306,16 @@ def run_cells(
     reuse: dict[str, Path] | None = None,
     jobs: int = 1,
     what: str = "cell",
+    after: Callable[[Cell, Path], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`run_cell` for each of ``cells``, in their order, ``jobs`` at a time; returns
     their summaries by cell name.
+
+    ``after(cell, run)`` is called, in this process, with each cell finished under ``root``
+    (trained now or by an earlier invocation; not one taken from ``reuse``) as soon as it is:
+    what is measured on a run's weights goes into its records before the weights are gone
+    (:func:`attnxfer.reproduce.measure_on_weights`). With ``jobs`` > 1 it may be called from
+    several threads at once.
 
     With ``jobs`` > 1 each cell runs in its own process with its share of the CPU cores, or its
     own GPU (:func:`job_env`): on a CPU, two 1-thread trainings of a small ViT do more steps
@@ -325,12 +332,20 @@ def run_cells(
                 log.info("%s %d/%d (%s)", what, i, len(cells), cell.name)
                 try:
                     summaries[cell.name] = run_cell(cell, root, reuse, processes=processes)
+                    _after(after, cell, root, summaries[cell.name])
                 except AttnxferError:
                     if isinstance(processes.error, Stopped):
                         raise processes.error from None
                     raise
             return summaries
-        return _run_in_parallel(cells, root, reuse, jobs, what, processes)
+        return _run_in_parallel(cells, root, reuse, jobs, what, processes, after)
+
+
+def _after(
+    after: Callable[[Cell, Path], None] | None, cell: Cell, root: Path, summary: dict[str, Any]
+) -> None:
+    if after is not None and "reused_from" not in summary:
+        after(cell, root / cell.name)
 
 
 @contextlib.contextmanager
@@ -371,6 +386,7 @@ def _run_in_parallel(
     jobs: int,
     what: str,
     processes: _Processes,
+    after: Callable[[Cell, Path], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`run_cells` with ``jobs`` > 1: a thread per job slot, each waiting on its cell's
     training process."""
@@ -384,7 +400,9 @@ def _run_in_parallel(
             if processes.error is not None:
                 return None  # a cell has failed: no other starts
             log.info("%s %d/%d (%s)", what, i, len(cells), cell.name)
-            return run_cell(cell, root, reuse, job_env(slot, jobs), processes)
+            summary = run_cell(cell, root, reuse, job_env(slot, jobs), processes)
+            _after(after, cell, root, summary)
+            return summary
         except BaseException as e:
             processes.fail(e)  # before the slot is free again
             raise
